@@ -1,0 +1,131 @@
+"""Durable, atomic writes into the archive.
+
+Each file is written to a temporary name in its final folder, flushed and fsynced, renamed over the final
+name, and the folder is fsynced so the rename itself survives a power cut. A reader therefore sees either
+no file or the whole file, never a partial one. The audit record is written last: its presence means the
+other outputs are complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMP_MARK = ".albumd-tmp-"
+
+
+class ArchiveError(OSError):
+    """Writing into the archive failed (disk full, read-only, missing); transient: retried later."""
+
+
+@dataclass(frozen=True)
+class Written:
+    role: str
+    path: str
+    """Relative to the archive root."""
+    sha256: str
+    bytes: int
+
+
+class ArchiveWriter:
+    def __init__(self, root: Path, umask: int = 0o027) -> None:
+        self.root = root
+        self.file_mode = 0o666 & ~umask
+        self.dir_mode = 0o777 & ~umask
+
+    def target(self, relpath: str) -> Path:
+        path = (self.root / relpath).resolve()
+        root = self.root.resolve()
+        if not path.is_relative_to(root) or path == root:
+            raise ArchiveError(f"refusing to write outside the archive: {relpath!r}")
+        return path
+
+    def ensure_root(self) -> None:
+        if not self.root.is_dir():
+            raise ArchiveError(f"archive folder {self.root} does not exist or is not a folder")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise ArchiveError(f"archive folder {self.root} is not writable by this user")
+
+    def write(self, role: str, relpath: str, data: bytes) -> Written:
+        final = self.target(relpath)
+        self._make_dirs(final.parent)
+        tmp = final.parent / f".{final.name}{TEMP_MARK}{secrets.token_hex(4)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, self.file_mode)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ArchiveError(f"cannot write {relpath} into the archive: {exc.strerror or exc}") from exc
+        return Written(role=role, path=relpath, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+
+    def _make_dirs(self, folder: Path) -> None:
+        missing = []
+        node = folder
+        while not node.exists():
+            missing.append(node)
+            node = node.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir(mode=self.dir_mode)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise ArchiveError(f"cannot create archive folder {d}: {exc.strerror or exc}") from exc
+            _fsync_dir(d.parent)
+
+    def remove_temp_files(self, folder: Path, older_than_s: float = 0.0) -> int:
+        """Delete temporary files an interrupted write left in ``folder``."""
+        if not folder.is_dir():
+            return 0
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for entry in os.scandir(folder):
+            if TEMP_MARK in entry.name and entry.is_file(follow_symlinks=False):
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime <= cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+    def sweep(self, older_than_s: float) -> int:
+        """Housekeeping: temp files older than ``older_than_s`` anywhere in the archive."""
+        removed = 0
+        for dirpath, _dirs, _files in os.walk(self.root):
+            removed += self.remove_temp_files(Path(dirpath), older_than_s)
+        return removed
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (e.g. certain network mounts) cannot fsync a directory
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,449 @@
+"""The job queue: enqueue by content hash, claim with a lease, heartbeat, complete, fail, retry, reap.
+
+Every state change is one short write transaction. A claim takes rows with ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL (so two daemons never take the same photo) and under SQLite's ``BEGIN IMMEDIATE`` write lock;
+finishing a job checks that its lease is still ours, so a worker whose lease was reaped cannot mark a
+job that another worker now owns.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import Job, JobSource, JobState, Worker, utcnow
+from .naming import next_free_key
+
+ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    job_id: int
+    created: bool
+    """False when the same content was already known (another name, or dropped again)."""
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    sha256: str
+    album: str
+    path: str
+    archive_key: str
+    attempts: int
+    sources: list[str]
+
+
+class LeaseLost(Exception):
+    """The job's lease expired and was taken back; this worker must not finish it."""
+
+
+class JobStore:
+    def __init__(self, sessions: sessionmaker[Session], worker_id: str | None = None) -> None:
+        self.sessions = sessions
+        self.worker_id = worker_id or f"{socket.gethostname()}:{_pid()}"
+
+    # -- ingest -----------------------------------------------------------------------------------
+
+    def known_source(self, path: str, size: int, mtime_ns: int) -> bool:
+        """Is this exact file (path, size, mtime) already recorded? Lets a rescan skip re-hashing."""
+        with self.sessions() as s:
+            row = s.execute(
+                select(JobSource.id).where(
+                    JobSource.path == path, JobSource.size == size, JobSource.mtime_ns == mtime_ns
+                )
+            ).first()
+            return row is not None
+
+    def enqueue(
+        self,
+        sha256: str,
+        album: str,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        archive_key: str,
+        key_in_use: Callable[[str], bool] = lambda _key: False,
+    ) -> EnqueueResult:
+        """Record a stable inbox file. The same sha256 is one job, whatever its name.
+
+        ``key_in_use`` tells whether an archive name is already used on disk by something the database
+        does not know (an archive kept from an earlier installation).
+        """
+        for _ in range(20):
+            try:
+                return self._enqueue_once(sha256, album, path, size, mtime_ns, archive_key, key_in_use)
+            except IntegrityError:
+                # Another daemon inserted the same photo or reserved the same archive name between our
+                # read and our insert; the next round sees its row.
+                continue
+        raise RuntimeError(f"could not enqueue {path}: conflicting inserts did not settle")
+
+    def _enqueue_once(
+        self,
+        sha256: str,
+        album: str,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        archive_key: str,
+        key_in_use: Callable[[str], bool],
+    ) -> EnqueueResult:
+        now = utcnow()
+        with self.sessions.begin() as s:
+            job = s.execute(select(Job).where(Job.sha256 == sha256)).scalar_one_or_none()
+            created = job is None
+            if job is None:
+                taken = set(
+                    s.execute(
+                        select(Job.archive_key).where(
+                            or_(
+                                Job.archive_key == archive_key,
+                                Job.archive_key.like(_like_prefix(archive_key), escape="\\"),
+                            )
+                        )
+                    ).scalars()
+                )
+                job = Job(
+                    sha256=sha256,
+                    album=album,
+                    path=path,
+                    bytes=size,
+                    archive_key=next_free_key(archive_key, lambda k: k in taken or key_in_use(k)),
+                    state=JobState.QUEUED,
+                    attempts=0,
+                    crashes=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(job)
+                s.flush()
+            source = s.execute(
+                select(JobSource).where(JobSource.job_id == job.id, JobSource.path == path)
+            ).scalar_one_or_none()
+            if source is None:
+                s.add(JobSource(job_id=job.id, path=path, size=size, mtime_ns=mtime_ns, seen_at=now))
+            else:
+                source.size, source.mtime_ns, source.seen_at = size, mtime_ns, now
+            return EnqueueResult(job_id=job.id, created=created)
+
+    def forget_source(self, path: str) -> int:
+        """The inbox file is gone or changed: drop the path record (the job and its archive stay)."""
+        with self.sessions.begin() as s:
+            return s.execute(delete(JobSource).where(JobSource.path == path)).rowcount or 0
+
+    # -- claiming -------------------------------------------------------------------------------
+
+    def claim(self, limit: int, lease_s: float) -> list[ClaimedJob]:
+        now = utcnow()
+        with self.sessions.begin() as s:
+            rows = (
+                s.execute(
+                    select(Job)
+                    .where(
+                        Job.state == JobState.QUEUED,
+                        or_(Job.not_before.is_(None), Job.not_before <= now),
+                    )
+                    .order_by(Job.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+                .scalars()
+                .all()
+            )
+            claimed: list[ClaimedJob] = []
+            for job in rows:
+                job.state = JobState.RUNNING
+                job.lease_owner = self.worker_id
+                job.lease_expires_at = now + timedelta(seconds=lease_s)
+                job.started_at = now
+                job.updated_at = now
+                job.progress = "claimed"
+                sources = list(
+                    s.execute(
+                        select(JobSource.path).where(JobSource.job_id == job.id).order_by(JobSource.id)
+                    ).scalars()
+                )
+                claimed.append(
+                    ClaimedJob(
+                        job.id, job.sha256, job.album, job.path, job.archive_key, job.attempts, sources
+                    )
+                )
+            return claimed
+
+    def heartbeat(self, job_ids: list[int], lease_s: float) -> set[int]:
+        """Extend our leases; returns the ids whose lease we no longer hold."""
+        if not job_ids:
+            return set()
+        now = utcnow()
+        with self.sessions.begin() as s:
+            held = set(
+                s.execute(
+                    select(Job.id).where(
+                        Job.id.in_(job_ids), Job.lease_owner == self.worker_id, Job.state == JobState.RUNNING
+                    )
+                ).scalars()
+            )
+            if held:
+                s.execute(
+                    update(Job)
+                    .where(Job.id.in_(held))
+                    .values(lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
+                )
+        return set(job_ids) - held
+
+    def set_progress(self, job_id: int, progress: str) -> None:
+        with self.sessions.begin() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == self.worker_id)
+                .values(progress=progress[:255])
+            )
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def _owned(self, s: Session, job_id: int) -> Job:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None or job.state != JobState.RUNNING or job.lease_owner != self.worker_id:
+            raise LeaseLost(f"job {job_id} is no longer leased to {self.worker_id}")
+        return job
+
+    def complete(self, job_id: int, audit_path: str) -> None:
+        now = utcnow()
+        with self.sessions.begin() as s:
+            job = self._owned(s, job_id)
+            job.state = JobState.DONE
+            job.audit_path = audit_path
+            job.error = job.error_kind = None
+            job.lease_owner = job.lease_expires_at = None
+            job.progress = None
+            job.finished_at = job.updated_at = now
+
+    def fail_permanent(self, job_id: int, error: str) -> None:
+        now = utcnow()
+        with self.sessions.begin() as s:
+            job = self._owned(s, job_id)
+            job.state = JobState.FAILED
+            job.error, job.error_kind = error, "permanent"
+            job.attempts += 1
+            job.lease_owner = job.lease_expires_at = None
+            job.progress = None
+            job.finished_at = job.updated_at = now
+
+    def fail_transient(
+        self, job_id: int, error: str, max_attempts: int, backoff_s: float, backoff_max_s: float
+    ) -> str:
+        """Count a failed try; requeue with exponential backoff, or fail after max_attempts."""
+        now = utcnow()
+        with self.sessions.begin() as s:
+            job = self._owned(s, job_id)
+            job.attempts += 1
+            job.error, job.error_kind = error, "transient"
+            job.lease_owner = job.lease_expires_at = None
+            job.progress = None
+            job.updated_at = now
+            if job.attempts >= max_attempts:
+                job.state = JobState.FAILED
+                job.error = f"gave up after {job.attempts} attempts: {error}"
+                job.finished_at = now
+            else:
+                delay = min(backoff_max_s, backoff_s * 2 ** (job.attempts - 1))
+                job.state = JobState.QUEUED
+                job.not_before = now + timedelta(seconds=delay)
+            return job.state
+
+    def release(self, job_ids: list[int]) -> int:
+        """Give back jobs we claimed but did not start (shutdown): no attempt is counted."""
+        if not job_ids:
+            return 0
+        now = utcnow()
+        with self.sessions.begin() as s:
+            return (
+                s.execute(
+                    update(Job)
+                    .where(
+                        Job.id.in_(job_ids), Job.lease_owner == self.worker_id, Job.state == JobState.RUNNING
+                    )
+                    .values(
+                        state=JobState.QUEUED,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        progress=None,
+                        updated_at=now,
+                    )
+                ).rowcount
+                or 0
+            )
+
+    def reap_expired(self, crash_limit: int, now: datetime | None = None) -> tuple[int, int]:
+        """Return jobs whose worker stopped heartbeating to the queue; quarantine repeat offenders.
+
+        Returns (requeued, quarantined).
+        """
+        now = now or utcnow()
+        requeued = quarantined = 0
+        with self.sessions.begin() as s:
+            expired = (
+                s.execute(
+                    select(Job)
+                    .where(Job.state == JobState.RUNNING, Job.lease_expires_at < now)
+                    .with_for_update(skip_locked=True)
+                )
+                .scalars()
+                .all()
+            )
+            for job in expired:
+                owner = job.lease_owner
+                job.crashes += 1
+                job.lease_owner = job.lease_expires_at = None
+                job.progress = None
+                job.updated_at = now
+                if job.crashes >= crash_limit:
+                    job.state = JobState.QUARANTINED
+                    job.error_kind = "crash"
+                    job.error = (
+                        f"quarantined: the worker processing it died or hung {job.crashes} times "
+                        f"(last lease held by {owner}); `albumd retry {job.id}` to try again"
+                    )
+                    job.finished_at = now
+                    quarantined += 1
+                else:
+                    job.state = JobState.QUEUED
+                    job.error = f"worker {owner} stopped renewing its lease; requeued"
+                    job.error_kind = "crash"
+                    requeued += 1
+        return requeued, quarantined
+
+    def retry(self, job_ids: list[int] | None = None, failed: bool = False) -> int:
+        """Put failed or quarantined jobs back in the queue with a fresh attempt count."""
+        now = utcnow()
+        with self.sessions.begin() as s:
+            cond = Job.state.in_([JobState.FAILED, JobState.QUARANTINED])
+            stmt = update(Job).where(cond)
+            if job_ids:
+                stmt = stmt.where(Job.id.in_(job_ids))
+            elif not failed:
+                return 0
+            return (
+                s.execute(
+                    stmt.values(
+                        state=JobState.QUEUED,
+                        attempts=0,
+                        crashes=0,
+                        not_before=None,
+                        error=None,
+                        error_kind=None,
+                        finished_at=None,
+                        updated_at=now,
+                    )
+                ).rowcount
+                or 0
+            )
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        with self.sessions() as s:
+            rows = s.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+        counts: Counter[str] = Counter({state.value: 0 for state in JobState})
+        counts.update({state: n for state, n in rows})
+        return dict(counts)
+
+    def pending(self) -> int:
+        """Jobs not finished yet (queued, waiting for a retry, or running)."""
+        with self.sessions() as s:
+            return s.execute(select(func.count()).where(Job.state.in_(ACTIVE_STATES))).scalar_one()
+
+    def next_ready_at(self) -> datetime | None:
+        with self.sessions() as s:
+            return s.execute(
+                select(func.min(Job.not_before)).where(Job.state == JobState.QUEUED)
+            ).scalar_one()
+
+    def failures(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            jobs = s.execute(
+                select(Job)
+                .where(Job.state.in_([JobState.FAILED, JobState.QUARANTINED]))
+                .order_by(Job.id)
+                .limit(limit)
+            ).scalars()
+            return [
+                {"job_id": j.id, "path": j.path, "album": j.album, "state": j.state, "error": j.error or ""}
+                for j in jobs
+            ]
+
+    def get(self, job_id: int) -> Job | None:
+        with self.sessions() as s:
+            return s.get(Job, job_id)
+
+    def sources_of(self, job_id: int) -> list[str]:
+        with self.sessions() as s:
+            return list(s.execute(select(JobSource.path).where(JobSource.job_id == job_id)).scalars())
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def register_worker(self, state: str = "starting") -> None:
+        now = utcnow()
+        with self.sessions.begin() as s:
+            w = s.get(Worker, self.worker_id)
+            if w is None:
+                w = Worker(
+                    id=self.worker_id,
+                    hostname=socket.gethostname(),
+                    pid=_pid(),
+                    started_at=now,
+                    heartbeat_at=now,
+                    state=state,
+                )
+                s.add(w)
+            w.state, w.heartbeat_at, w.current_batch = state, now, None
+
+    def worker_status(self, state: str, batch: dict[str, Any] | None = None) -> None:
+        with self.sessions.begin() as s:
+            s.execute(
+                update(Worker)
+                .where(Worker.id == self.worker_id)
+                .values(
+                    state=state, heartbeat_at=utcnow(), current_batch=json.dumps(batch) if batch else None
+                )
+            )
+
+    def unregister_worker(self) -> None:
+        with self.sessions.begin() as s:
+            s.execute(delete(Worker).where(Worker.id == self.worker_id))
+
+    def workers(self, stale_after_s: float) -> list[dict[str, Any]]:
+        cutoff = utcnow() - timedelta(seconds=stale_after_s)
+        with self.sessions() as s:
+            rows = s.execute(select(Worker).order_by(Worker.started_at)).scalars().all()
+            return [
+                {
+                    "id": w.id,
+                    "state": w.state if w.heartbeat_at >= cutoff else "unresponsive",
+                    "heartbeat_at": w.heartbeat_at.isoformat(),
+                    "current_batch": json.loads(w.current_batch) if w.current_batch else None,
+                }
+                for w in rows
+            ]
+
+
+def _like_prefix(key: str) -> str:
+    escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "\\_%"
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()

@@ -1,0 +1,47 @@
+"""`albumd restore FILE... --out DIR`: the daemon's pipeline and audit records without the queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from albumd.pipeline.imageio import ImageDecodeError
+from rich.console import Console
+from rich.progress import Progress
+
+from .archive import ArchiveError, ArchiveWriter
+from .config import Config
+from .naming import next_free_key, safe_component
+from .process import PhotoJob, prepare, short_error, write
+from .worker import annotate_gpu_skipped, skipped_model_info
+
+
+def restore_files(files: list[Path], out: Path, config: Config | None, console: Console) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    if config is None:
+        config = Config(inbox=out, archive=out, state_dir=out)
+    writer = ArchiveWriter(out, int(config.umask, 8))
+    failures = 0
+    used: set[str] = set()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("restoring", total=len(files))
+        for path in files:
+            progress.update(task, description=f"restoring {path.name}")
+            key = next_free_key(
+                safe_component(path.stem, "photo"),
+                lambda k: k in used or (out / f"{k}.audit.json").exists(),
+            )
+            used.add(key)
+            try:
+                job = PhotoJob(path.read_bytes(), path.name, "", key)
+                prep = prepare(job, config)
+                annotate_gpu_skipped([prep], config)
+                audit = write(prep, config, writer, skipped_model_info(config))
+                console.print(f"[green]ok[/green] {path} -> {out / audit}", highlight=False)
+            except (ImageDecodeError, ArchiveError, OSError) as exc:
+                failures += 1
+                console.print(f"[red]failed[/red] {path}: {exc}", highlight=False)
+            except Exception as exc:
+                failures += 1
+                console.print(f"[red]failed[/red] {path}: {short_error(exc)}", highlight=False)
+            progress.advance(task)
+    return failures

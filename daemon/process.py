@@ -1,0 +1,213 @@
+"""One photo from bytes to archived outputs and audit record; shared by the worker and `albumd restore`.
+
+Split in three so a worker can batch the GPU stage across photos: ``prepare`` (decode + CPU stages),
+the GPU stage over many prepared photos, and ``write`` (encode, write atomically, audit last).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+from albumd.pipeline.imageio import encode_image, load_image, thumbnail
+from albumd.pipeline.photo import PreparedPhoto, PreparedPrint, finish_photo, prepare_photo
+from albumd.pipeline.stage import StageRecord, jsonable
+
+from .archive import ArchiveWriter, Written
+from .config import Config
+from .models import utcnow
+
+SCHEMA_VERSION = 1
+SOFTWARE_PACKAGES = (
+    "albumd", "numpy", "pillow", "opencv-python-headless", "scikit-image", "scipy", "dlib-bin",
+    "torch", "diffusers", "transformers",
+)  # fmt: skip
+
+
+@dataclass
+class PhotoJob:
+    """What the pipeline needs to know about a photo besides its bytes."""
+
+    data: bytes
+    rel_path: str
+    album: str
+    archive_key: str
+    job_id: int | None = None
+    sha256: str = ""
+    started_at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            self.sha256 = hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass
+class Prepared:
+    job: PhotoJob
+    photo: PreparedPhoto
+    errors: list[str] = field(default_factory=list)
+
+
+def prepare(job: PhotoJob, config: Config) -> Prepared:
+    """Decode and run the CPU stages. Raises ImageDecodeError for a file that is not a usable photo."""
+    loaded = load_image(job.data, max_pixels=config.max_image_pixels)
+    photo = prepare_photo(loaded, config.pipeline)
+    return Prepared(job=job, photo=photo)
+
+
+def diffusion_skipped_record(config: Config) -> StageRecord:
+    reason = (
+        "no model configured (model.path is not set); the diffusion stage was skipped"
+        if config.model.path is None
+        else "the diffusion stage is not available in this build"
+    )
+    return StageRecord(name="diffusion", skipped=reason)
+
+
+def write(prep: Prepared, config: Config, writer: ArchiveWriter, model_info: dict[str, Any]) -> str:
+    """Encode and write every output, the audit record last. Returns the audit's archive path."""
+    photo = finish_photo(prep.photo)
+    job = prep.job
+    src = photo.source
+    key = job.archive_key
+    folder = writer.target(key).parent
+    # A rerun after a crash overwrites the same names; drop what an interrupted write left behind.
+    writer.remove_temp_files(folder)
+    outputs: list[Written] = []
+    ext = PurePosixPath(job.rel_path).suffix.lower() or ".bin"
+    outputs.append(writer.write("original", f"{key}.original{ext}", job.data))
+    split = len(photo.prints) > 1 or any(p.index > 0 for p in photo.prints)
+    prints_audit: list[dict[str, Any]] = []
+    stages: list[dict[str, Any]] = [dict(r.to_json(), print=None) for r in photo.stages]
+    faces: list[dict[str, Any]] = []
+    for p in photo.prints:
+        base = f"{key}_p{p.index}" if split else key
+        print_outputs = _write_print(
+            p, base, src.bit_depth, src.greyscale, src.icc_profile, src.exif, config, writer
+        )
+        outputs.extend(print_outputs)
+        stages.extend(dict(r.to_json(), print=p.index) for r in p.stages)
+        faces.extend(dict(f, print=p.index) for f in p.faces)
+        prints_audit.append(
+            {
+                "index": p.index,
+                "box": p.box,
+                "angle": round(float(p.angle), 3),
+                "width": int(p.image.shape[1]),
+                "height": int(p.image.shape[0]),
+                "outputs": [o.path for o in print_outputs],
+            }
+        )
+    audit = {
+        "schema_version": SCHEMA_VERSION,
+        "job_id": job.job_id,
+        "status": "done",
+        "input": {
+            "path": job.rel_path,
+            "album": job.album,
+            "sha256": job.sha256,
+            "bytes": len(job.data),
+            "width": src.width,
+            "height": src.height,
+            "bit_depth": src.bit_depth,
+            "format": src.format,
+            "mode": src.mode,
+            "greyscale": src.greyscale,
+            "frames": src.frames,
+            "icc_profile": src.icc_profile is not None,
+            "exif": src.exif is not None,
+        },
+        "prints": prints_audit,
+        "outputs": [{"role": o.role, "path": o.path, "sha256": o.sha256, "bytes": o.bytes} for o in outputs],
+        "faces": faces,
+        "stages": stages,
+        "model": model_info,
+        "software": software_versions(),
+        "config_sha256": config.fingerprint(),
+        "started_at": job.started_at.isoformat(),
+        "finished_at": utcnow().isoformat(),
+        "notes": list(src.notes),
+        "errors": list(prep.errors),
+    }
+    audit_path = f"{key}.audit.json"
+    writer.write("audit", audit_path, json.dumps(jsonable(audit), indent=2, ensure_ascii=False).encode())
+    return audit_path
+
+
+def _write_print(
+    p: PreparedPrint,
+    base: str,
+    bit_depth: int,
+    greyscale: bool,
+    icc: bytes | None,
+    exif: bytes | None,
+    config: Config,
+    writer: ArchiveWriter,
+) -> list[Written]:
+    fmt = config.output_format
+    out = [
+        writer.write(
+            "restored",
+            f"{base}.restored.{fmt}",
+            encode_image(p.image, fmt, bit_depth=bit_depth, greyscale=greyscale, icc_profile=icc, exif=exif),
+        )
+    ]
+    before = p.before if p.before is not None else p.image
+    out.append(
+        writer.write(
+            "compare", f"{base}.compare.jpg", compare_sheet(before, p.image, config.compare_max_side, icc)
+        )
+    )
+    for record in p.stages:
+        for role, arr in record.artifacts.items():
+            out.append(
+                writer.write(role, f"{base}.{role}.png", encode_image(arr, "png", greyscale=arr.ndim == 2))
+            )
+    return out
+
+
+def compare_sheet(before: np.ndarray, after: np.ndarray, max_side: int, icc: bytes | None) -> bytes:
+    """Before | after, side by side at the same height, as a JPEG for a quick morning review."""
+    h = max(before.shape[0], after.shape[0])
+    a = _fit_height(before, h)
+    b = _fit_height(after, h)
+    gap = np.ones((h, max(4, h // 100), 3), np.float32)
+    sheet = thumbnail(np.concatenate([a, gap, b], axis=1), max_side)
+    return encode_image(sheet, "jpg", icc_profile=icc, quality=88)
+
+
+def _fit_height(img: np.ndarray, h: int) -> np.ndarray:
+    if img.shape[0] == h:
+        return img
+    import cv2
+
+    w = max(1, round(img.shape[1] * h / img.shape[0]))
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def software_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in SOFTWARE_PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return versions
+
+
+def short_error(exc: BaseException) -> str:
+    """The error text recorded on a job: type and message, plus where it happened for unexpected ones."""
+    text = f"{type(exc).__name__}: {exc}"
+    tb = traceback.extract_tb(exc.__traceback__)
+    if tb:
+        last = tb[-1]
+        text += f" (at {PurePosixPath(last.filename).name}:{last.lineno} in {last.name})"
+    return text[:2000]

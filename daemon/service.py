@@ -1,0 +1,275 @@
+"""The daemon: watcher and ingest in the main loop, the worker in its own thread, the scheduler beside.
+
+The main loop stays responsive whatever the pipeline does: it hashes and queues stable files, talks to
+systemd (READY once migrations and watchers are up, STATUS with the queue depth, WATCHDOG pings only
+while the worker thread is alive and making progress), and handles SIGTERM: stop claiming, let the worker
+finish its current photo and release the rest, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from datetime import datetime
+from datetime import time as dtime
+from pathlib import Path
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sdnotify import SystemdNotifier
+
+from . import db
+from .archive import ArchiveWriter
+from .config import Config
+from .inbox import Inbox, InboxReadError, StabilityTracker
+from .jobstore import JobStore
+from .logs import event
+from .mounts import fs_type, is_network
+from .watcher import Watcher
+from .worker import Worker
+
+log = logging.getLogger("albumd.daemon")
+
+TICK_S = 0.25
+IDLE_POLL_S = 1.0
+
+
+def window_open(window: tuple[dtime, dtime] | None, now: datetime) -> bool:
+    """Inside the processing window? A window may wrap midnight (22:00-06:00)."""
+    if window is None:
+        return True
+    start, end = window
+    t = now.time()
+    return start <= t < end if start < end else (t >= start or t < end)
+
+
+class Ingestor:
+    """Stable inbox files into the job store (hash, dedupe by content, reserve the archive name)."""
+
+    def __init__(self, config: Config, store: JobStore, inbox: Inbox, tracker: StabilityTracker) -> None:
+        self.config = config
+        self.store = store
+        self.inbox = inbox
+        self.tracker = tracker
+        self.writer = ArchiveWriter(config.archive)
+        self.queued = 0
+
+    def scan(self, folder: Path | None = None) -> int:
+        """Note every candidate file under ``folder`` (default: the whole inbox) for the stability wait."""
+        n = 0
+        root = folder or self.inbox.root
+        paths = self.inbox.walk() if folder is None else _walk(self.inbox, root)
+        for path in paths:
+            cand = self.inbox.candidate(path)
+            if cand is None:
+                continue
+            if self.store.known_source(cand.rel, cand.size, cand.mtime_ns):
+                continue
+            self.tracker.observe(cand.path)
+            n += 1
+        return n
+
+    def ingest(self, path: Path) -> None:
+        reason = self.inbox.why_not(path)
+        if reason is not None:
+            level = logging.INFO if "ignore" in reason or "extension" in reason else logging.WARNING
+            event(log, "inbox.skipped", level, path=str(path), reason=reason)
+            return
+        cand = self.inbox.candidate(path)
+        if cand is None:
+            return
+        if self.store.known_source(cand.rel, cand.size, cand.mtime_ns):
+            return
+        try:
+            sha, size = self.inbox.hash_file(cand.path)
+        except InboxReadError as exc:
+            event(log, "inbox.unreadable", logging.WARNING, path=cand.rel, reason=str(exc))
+            return
+        if size != cand.size:
+            self.tracker.observe(cand.path)  # it changed while we hashed it: wait again
+            return
+        self.store.forget_source(cand.rel)  # the path may have held other content before
+        result = self.store.enqueue(
+            sha, cand.album, cand.rel, size, cand.mtime_ns, self.inbox.archive_key(cand), self._key_on_disk
+        )
+        self.queued += result.created
+        event(
+            log,
+            "job.queued" if result.created else "job.duplicate",
+            job_id=result.job_id,
+            path=cand.rel,
+            album=cand.album,
+            sha256=sha[:16],
+        )
+
+    def _key_on_disk(self, key: str) -> bool:
+        try:
+            return self.writer.target(f"{key}.audit.json").exists()
+        except OSError:
+            return False
+
+
+def _walk(inbox: Inbox, folder: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not inbox.ignored((d,))]
+        out.extend(Path(dirpath) / f for f in filenames)
+    return out
+
+
+class Daemon:
+    def __init__(self, config: Config, once: bool = False) -> None:
+        self.config = config
+        self.once = once
+        self.stop = threading.Event()
+        self.notifier = SystemdNotifier()
+        # A blocking send to a notify socket whose reader is slow would stall the main loop.
+        sock = getattr(self.notifier, "socket", None)
+        if sock is not None:
+            sock.setblocking(False)
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        self.watchdog_every_s = min(5.0, int(usec) / 2e6) if usec.isdigit() and int(usec) > 0 else 1.0
+        self.worker_error: BaseException | None = None
+
+    def _signal(self, signum: int, _frame: FrameType | None) -> None:
+        event(log, "daemon.stopping", signal=signal.Signals(signum).name)
+        self.stop.set()
+
+    def check_folders(self) -> None:
+        c = self.config
+        for name, path in (("inbox", c.inbox), ("archive", c.archive)):
+            if not path.is_dir():
+                raise SystemExit(f"albumd: {name} folder {path} does not exist (set `{name}` in the config)")
+        c.state_dir.mkdir(parents=True, exist_ok=True)
+        if c.database_url is None and is_network(c.state_dir):
+            raise SystemExit(
+                f"albumd: state_dir {c.state_dir} is on a network filesystem ({fs_type(c.state_dir)}); "
+                "SQLite's WAL does not work there. Put state_dir on a local disk or use PostgreSQL "
+                "(database_url)."
+            )
+
+    def run(self) -> int:
+        c = self.config
+        os.umask(int(c.umask, 8))
+        self.check_folders()
+        signal.signal(signal.SIGTERM, self._signal)
+        signal.signal(signal.SIGINT, self._signal)
+        engine = db.make_engine(c.db_url)
+        before, after = db.upgrade(engine)
+        if before != after:
+            event(log, "db.upgraded", before=before, after=after)
+        store = JobStore(db.make_sessionmaker(engine))
+        store.register_worker("starting")
+        requeued, quarantined = store.reap_expired(c.crash_limit)
+        if requeued or quarantined:
+            event(log, "leases.reaped", requeued=requeued, quarantined=quarantined)
+        inbox = Inbox(c)
+        tracker = StabilityTracker(c.watcher.stable_s)
+        ingestor = Ingestor(c, store, inbox, tracker)
+        watcher = None if self.once else Watcher(c.inbox, c.watcher, tracker)
+        if watcher:
+            watcher.start()
+        ingestor.scan()
+        scheduler = self._scheduler(store, ingestor) if not self.once else None
+        worker = Worker(c, store, inbox, self.stop)
+        idle = threading.Event()
+        thread = threading.Thread(target=self._work, args=(worker, idle), name="albumd-worker", daemon=True)
+        thread.start()
+        self.notifier.notify("READY=1")
+        event(
+            log,
+            "daemon.ready",
+            inbox=str(c.inbox),
+            archive=str(c.archive),
+            once=self.once,
+            worker=store.worker_id,
+        )
+        last_status = last_ping = 0.0
+        try:
+            while not self.stop.is_set():
+                for folder in watcher.drain_new_dirs() if watcher else []:
+                    ingestor.scan(folder)
+                for path in tracker.due():
+                    ingestor.ingest(path)
+                now = time.monotonic()
+                if (
+                    now - last_ping >= self.watchdog_every_s
+                    and thread.is_alive()
+                    and now - worker.last_progress < c.lease_s
+                ):
+                    last_ping = now
+                    self.notifier.notify("WATCHDOG=1")
+                if now - last_status > 2.0:
+                    last_status = now
+                    self._status(store, worker)
+                if not thread.is_alive():
+                    raise RuntimeError(f"worker thread died: {self.worker_error!r}")
+                if self.once and len(tracker) == 0 and idle.is_set() and store.pending() == 0:
+                    break
+                time.sleep(TICK_S)
+        finally:
+            self.stop.set()
+            self.notifier.notify("STOPPING=1")
+            thread.join()
+            if watcher:
+                watcher.stop()
+            if scheduler:
+                scheduler.shutdown(wait=False)
+            store.unregister_worker()
+            engine.dispose()
+            event(log, "daemon.stopped", queued=ingestor.queued)
+        return 0
+
+    def _work(self, worker: Worker, idle: threading.Event) -> None:
+        try:
+            while not self.stop.is_set():
+                if self.once or window_open(self.config.window, datetime.now()):
+                    claimed = worker.run_batch()
+                else:
+                    claimed = 0
+                if claimed:
+                    idle.clear()
+                else:
+                    idle.set()
+                    worker.store.worker_status("idle")
+                    worker.last_progress = time.monotonic()
+                    self.stop.wait(IDLE_POLL_S)
+        except BaseException as exc:
+            self.worker_error = exc
+            log.exception("worker.crashed")
+            raise
+
+    def _status(self, store: JobStore, worker: Worker) -> None:
+        try:
+            counts = store.counts()
+        except Exception:
+            return
+        batch = worker.current
+        text = ", ".join(f"{state} {counts[state]}" for state in ("queued", "running", "done", "failed"))
+        if batch:
+            text += f"; batch {batch['done']}/{batch['total']}"
+        self.notifier.notify(f"STATUS={text}")
+
+    def _scheduler(self, store: JobStore, ingestor: Ingestor) -> BackgroundScheduler:
+        c = self.config
+        # Missed runs (host asleep, long GC pause) are coalesced into one and still run within the grace.
+        defaults = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
+        sched = BackgroundScheduler(job_defaults=defaults, daemon=True)
+        sched.add_job(ingestor.scan, "interval", seconds=c.watcher.rescan_interval_s, id="rescan")
+        sched.add_job(self._reap, "interval", seconds=c.reaper_interval_s, args=[store], id="reaper")
+        sched.add_job(self._housekeeping, "interval", hours=1, id="housekeeping")
+        sched.start()
+        return sched
+
+    def _reap(self, store: JobStore) -> None:
+        requeued, quarantined = store.reap_expired(self.config.crash_limit)
+        if requeued or quarantined:
+            event(log, "leases.reaped", requeued=requeued, quarantined=quarantined)
+
+    def _housekeeping(self) -> None:
+        removed = ArchiveWriter(self.config.archive).sweep(older_than_s=6 * 3600)
+        if removed:
+            event(log, "archive.temp_removed", files=removed)
