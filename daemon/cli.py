@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import Config, ConfigError, load_config
@@ -32,7 +33,8 @@ def _config() -> Config:
     try:
         config = load_config(State.config_path)
     except ConfigError as exc:
-        err_console.print(f"[red]albumd: {exc}[/red]", highlight=False)
+        # markup off: the message holds "[from ...]", which rich would take for a style tag
+        err_console.print(f"albumd: {exc}", style="red", markup=False, highlight=False)
         raise typer.Exit(2) from exc
     if State.log_format:
         config = config.model_copy(update={"log_format": State.log_format})
@@ -90,15 +92,17 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
         line = f"worker {w['id']}: {w['state']}"
         if batch:
             line += f", batch {batch['done']}/{batch['total']} (jobs {', '.join(map(str, batch['job_ids']))})"
-        console.print(line, highlight=False)
+        console.print(line, markup=False, highlight=False)
     for r in report["running"]:
-        console.print(f"running: job {r['job_id']} {r['path']} — {r['progress']}", highlight=False)
+        console.print(
+            f"running: job {r['job_id']} {r['path']} — {r['progress']}", markup=False, highlight=False
+        )
     if report["failed"]:
         ft = Table(title="failed and quarantined")
         for col in ("job", "state", "path", "error"):
             ft.add_column(col, overflow="fold")
         for f in report["failed"]:
-            ft.add_row(str(f["job_id"]), f["state"], f["path"], f["error"])
+            ft.add_row(str(f["job_id"]), f["state"], escape(f["path"]), escape(f["error"]))
         console.print(ft)
 
 

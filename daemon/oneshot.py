@@ -6,6 +6,7 @@ from pathlib import Path
 
 from albumd.pipeline.imageio import ImageDecodeError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 
 from .archive import ArchiveError, ArchiveWriter
@@ -36,12 +37,16 @@ def restore_files(files: list[Path], out: Path, config: Config | None, console: 
                 prep = prepare(job, config)
                 annotate_gpu_skipped([prep], config)
                 audit = write(prep, config, writer, skipped_model_info(config))
-                console.print(f"[green]ok[/green] {path} -> {out / audit}", highlight=False)
+                console.print(
+                    f"[green]ok[/green] {escape(str(path))} -> {escape(str(out / audit))}", highlight=False
+                )
             except (ImageDecodeError, ArchiveError, OSError) as exc:
                 failures += 1
-                console.print(f"[red]failed[/red] {path}: {exc}", highlight=False)
+                console.print(f"[red]failed[/red] {escape(str(path))}: {escape(str(exc))}", highlight=False)
             except Exception as exc:
                 failures += 1
-                console.print(f"[red]failed[/red] {path}: {short_error(exc)}", highlight=False)
+                console.print(
+                    f"[red]failed[/red] {escape(str(path))}: {escape(short_error(exc))}", highlight=False
+                )
             progress.advance(task)
     return failures

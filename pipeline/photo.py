@@ -12,7 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .defects import DefectParams, repair_defects
+from .denoise import DenoiseParams, denoise_sharpen
 from .imageio import LoadedImage
+from .split import SplitParams, split_prints
 from .stage import Image, StageRecord
 from .tone import ToneParams, correct_tone
 
@@ -20,7 +23,10 @@ from .tone import ToneParams, correct_tone
 class PipelineSettings(BaseModel):
     """Every tunable of the restoration, grouped by stage (the `pipeline:` section of the config)."""
 
+    split: SplitParams = Field(default_factory=SplitParams)
     tone: ToneParams = Field(default_factory=ToneParams)
+    defects: DefectParams = Field(default_factory=DefectParams)
+    denoise: DenoiseParams = Field(default_factory=DenoiseParams)
 
 
 @dataclass
@@ -50,11 +56,30 @@ class PreparedPhoto:
 
 
 def prepare_photo(source: LoadedImage, settings: PipelineSettings) -> PreparedPhoto:
-    prints = [PreparedPrint(index=0, image=source.pixels, before=source.pixels)]
-    for p in prints:
-        p.image, record = correct_tone(p.image, settings.tone)
-        p.stages.append(record)
-    return PreparedPhoto(source=source, prints=prints)
+    """Split the scan into prints, then per print: tone, dust and scratches, denoise and sharpen.
+
+    The splitter sees the untouched scanner background; tone comes before defect detection so the
+    detector works on normalised contrast; inpainting comes before denoising so specks are not smeared
+    into halos; sharpening is last.
+    """
+    cuts, split_record = split_prints(source.pixels, settings.split)
+    several = len(cuts) > 1
+    prints: list[PreparedPrint] = []
+    for n, cut in enumerate(cuts, start=1):
+        whole = cut.shape == "whole"
+        p = PreparedPrint(
+            index=n if several else 0,
+            image=cut.image,
+            box=None if whole else cut.box,
+            angle=cut.angle,
+            before=cut.image,
+        )
+        p.image, tone = correct_tone(p.image, settings.tone)
+        p.image, defects = repair_defects(p.image, settings.defects)
+        p.image, denoise = denoise_sharpen(p.image, settings.denoise)
+        p.stages += [tone, defects, denoise]
+        prints.append(p)
+    return PreparedPhoto(source=source, prints=prints, stages=[split_record])
 
 
 def finish_photo(prepared: PreparedPhoto) -> PreparedPhoto:

@@ -49,7 +49,7 @@ class ToneParams(BaseModel):
     white_balance: bool = Field(True, description="remove colour casts of colour prints (per-channel levels)")
     max_gain: float = Field(4.0, gt=1, description="largest contrast stretch of a channel")
     max_cast_gain: float = Field(
-        1.8, ge=1, description="largest ratio between the gains of two channels (limits cast removal)"
+        1.5, ge=1, description="largest ratio between the gains of two channels (limits cast removal)"
     )
     keep_monochrome: bool = Field(
         True, description="detect monochrome and toned (sepia) prints and keep them so"
