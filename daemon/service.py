@@ -187,7 +187,7 @@ class Daemon:
             once=self.once,
             worker=store.worker_id,
         )
-        last_status = last_ping = 0.0
+        last_status = last_ping = last_reap = 0.0
         try:
             while not self.stop.is_set():
                 for folder in watcher.drain_new_dirs() if watcher else []:
@@ -205,6 +205,10 @@ class Daemon:
                 if now - last_status > 2.0:
                     last_status = now
                     self._status(store, worker)
+                if self.once and now - last_reap >= c.reaper_interval_s:
+                    # --once has no scheduler, but must still get back jobs a killed run left leased.
+                    last_reap = now
+                    self._reap(store)
                 if not thread.is_alive():
                     raise RuntimeError(f"worker thread died: {self.worker_error!r}")
                 if self.once and len(tracker) == 0 and idle.is_set() and store.pending() == 0:
