@@ -78,7 +78,9 @@ def load_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage
     except UnidentifiedImageError as exc:
         kind = _fmt_name(data)
         if kind != "image":
-            raise ImageDecodeError(f"corrupt {kind} file: it starts like a {kind} but cannot be decoded") from exc
+            raise ImageDecodeError(
+                f"corrupt {kind} file: it starts like a {kind} but cannot be decoded"
+            ) from exc
         raise ImageDecodeError("not an image Pillow can identify (unknown or corrupt format)") from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
         raise ImageDecodeError(f"cannot decode {_fmt_name(data)} data: {exc}") from exc
