@@ -8,14 +8,38 @@ other outputs are complete.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import secrets
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 TEMP_MARK = ".albumd-tmp-"
+# Fault injection for the crash-consistency tests (tests/test_reliability_crash.py): ``NAME:N`` makes the
+# process SIGKILL itself at the Nth time it reaches the named point. Not an ALBUMD_ variable, so the config
+# loader never sees it; unset (always, outside the tests) it costs one dict lookup per point.
+CRASH_ENV = "ALBUMDTEST_CRASH_AT"
+_crash_lock = threading.Lock()
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Die here (SIGKILL, no cleanup) if the test environment asks for it; see ``CRASH_ENV``."""
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    target, _, nth = spec.rpartition(":")
+    if target != name:
+        return
+    with _crash_lock:
+        _crash_counts[name] = _crash_counts.get(name, 0) + 1
+        hit = _crash_counts[name] == int(nth or 1)
+    if hit:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class ArchiveError(OSError):
@@ -57,14 +81,21 @@ class ArchiveWriter:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, self.file_mode)
             try:
+                # Held while the temp file is written: another writer's remove_temp_files (a second
+                # daemon on the same archive) skips a temp file that is locked, i.e. still being written.
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                _write_all(fd, view[: len(view) // 2])
+                crash_point("archive.partial")  # half the bytes in the temp file
+                _write_all(fd, view[len(view) // 2 :])
                 os.fsync(fd)
+                if os.fstat(fd).st_nlink == 0:
+                    raise OSError(f"temporary file {tmp.name} was removed while it was written")
+                crash_point("archive.fsynced")  # complete temp file, not yet renamed
+                os.replace(tmp, final)
             finally:
                 os.close(fd)
-            os.replace(tmp, final)
+            crash_point("archive.renamed")  # renamed, folder not yet fsynced
             _fsync_dir(final.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -95,7 +126,7 @@ class ArchiveWriter:
         for entry in os.scandir(folder):
             if TEMP_MARK in entry.name and entry.is_file(follow_symlinks=False):
                 try:
-                    if entry.stat(follow_symlinks=False).st_mtime <= cutoff:
+                    if entry.stat(follow_symlinks=False).st_mtime <= cutoff and not _in_use(entry.path):
                         os.unlink(entry.path)
                         removed += 1
                 except FileNotFoundError:
@@ -108,6 +139,26 @@ class ArchiveWriter:
         for dirpath, _dirs, _files in os.walk(self.root):
             removed += self.remove_temp_files(Path(dirpath), older_than_s)
         return removed
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _in_use(path: str) -> bool:
+    """Is a writer (this or another process) still writing this temp file? It holds a flock on it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _fsync_dir(folder: Path) -> None:

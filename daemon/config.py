@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from albumd.pipeline.diffusion.params import ModelConfig
 from albumd.pipeline.photo import PipelineSettings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -75,16 +76,6 @@ class WatcherSettings(_Strict):
         return [e.lower() if e.startswith(".") else "." + e.lower() for e in v]
 
 
-class ModelSettings(_Strict):
-    path: Path | None = Field(None, description="SD 1.5 weights: a diffusers folder or a .safetensors file")
-    vae_path: Path | None = Field(None, description="optional custom VAE (diffusers folder or .safetensors)")
-    allow_pickle: bool = Field(False, description="allow .ckpt/.pt pickle files (they can run code)")
-    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: CUDA when present")
-    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
-        "auto", description="auto: float16 on CUDA, float32 on CPU"
-    )
-
-
 class Config(_Strict):
     inbox: Path = Field(description="the folder scanners write into; subfolders are albums")
     archive: Path = Field(description="where restored photos, originals and audit records go")
@@ -119,7 +110,7 @@ class Config(_Strict):
         "INFO", description="least severe level logged"
     )
     watcher: WatcherSettings = Field(default_factory=WatcherSettings)
-    model: ModelSettings = Field(default_factory=ModelSettings)
+    model: ModelConfig = Field(default_factory=ModelConfig)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
 
     @field_validator("processing_window")
@@ -212,10 +203,32 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
             value = raw
         _set_nested(data, keys, value, name)
         sources[keys] = f"environment variable {name}"
+    unknown = _unknown_keys(Config, data, ())
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, path, sources)) from exc
+        raise ConfigError(_explain(exc, path, sources, unknown)) from exc
+    if unknown:
+        raise ConfigError(_explain(None, path, sources, unknown))
+    return config
+
+
+def _unknown_keys(model: type[BaseModel], data: Any, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Keys that no setting has, at any depth (the pipeline sections come from the pipeline package,
+    whose models ignore unknown keys; a misspelt key must not be silently ignored)."""
+    if not isinstance(data, dict):
+        return []
+    found: list[tuple[str, ...]] = []
+    for key, value in data.items():
+        field = model.model_fields.get(str(key))
+        if field is None:
+            if model.model_config.get("extra") != "forbid":
+                found.append((*prefix, str(key)))
+            continue
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            found += _unknown_keys(sub, value, (*prefix, str(key)))
+    return found
 
 
 def _set_nested(data: dict[str, Any], keys: tuple[str, ...], value: Any, name: str) -> None:
@@ -230,9 +243,16 @@ def _set_nested(data: dict[str, Any], keys: tuple[str, ...], value: Any, name: s
     node[keys[-1]] = value
 
 
-def _explain(exc: ValidationError, path: Path | None, sources: dict[tuple[str, ...], str]) -> str:
+def _explain(
+    exc: ValidationError | None,
+    path: Path | None,
+    sources: dict[tuple[str, ...], str],
+    unknown: list[tuple[str, ...]] = (),  # type: ignore[assignment]
+) -> str:
     lines = ["invalid configuration:"]
-    for err in exc.errors():
+    errors: list[Any] = list(exc.errors()) if exc is not None else []
+    errors += [{"loc": loc, "type": "extra_forbidden", "msg": ""} for loc in unknown]
+    for err in errors:
         loc = tuple(str(p) for p in err["loc"])
         key = ".".join(loc) or "(top level)"
         source = next(

@@ -126,24 +126,15 @@ def _gpu() -> Check:
 
 
 def _model(c: Config) -> Check:
-    path = c.model.path
-    if path is None:
-        return Check(
-            "model",
-            "warn",
-            "no SD 1.5 weights configured: faces are not restored by diffusion. Set `model.path` to a local "
-            "diffusers folder or a single .safetensors checkpoint of Stable Diffusion 1.5",
-        )
-    if not Path(path).exists():
-        return Check("model", "fail", f"model.path {path} does not exist")
-    if Path(path).suffix.lower() in (".ckpt", ".pt", ".pth", ".bin") and not c.model.allow_pickle:
-        return Check(
-            "model",
-            "fail",
-            f"{path} is a pickle checkpoint, which can run code when loaded; "
-            "convert it to .safetensors or set model.allow_pickle: true",
-        )
-    return Check("model", "ok", str(path))
+    from albumd.pipeline.diffusion import check_model, doctor_text
+
+    if c.model.path is None:
+        text = " ".join(line.strip() for line in doctor_text(c.model))
+        return Check("model", "warn", f"model.path is not set. {text}")
+    problems = check_model(c.model)
+    if problems:
+        return Check("model", "fail", "; ".join(problems))
+    return Check("model", "ok", f"{c.model.path} (loaded at start; its sha256 is recorded in every audit)")
 
 
 def _face_models() -> Check:

@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .archive import crash_point
 from .models import Job, JobSource, JobState, Worker, utcnow
 from .naming import next_free_key
 
@@ -135,7 +136,11 @@ class JobStore:
                 s.add(JobSource(job_id=job.id, path=path, size=size, mtime_ns=mtime_ns, seen_at=now))
             else:
                 source.size, source.mtime_ns, source.seen_at = size, mtime_ns, now
-            return EnqueueResult(job_id=job.id, created=created)
+            s.flush()
+            crash_point("db.enqueue")  # inserted, not committed
+            result = EnqueueResult(job_id=job.id, created=created)
+        crash_point("db.enqueued")
+        return result
 
     def forget_source(self, path: str) -> int:
         """The inbox file is gone or changed: drop the path record (the job and its archive stay)."""
@@ -179,7 +184,12 @@ class JobStore:
                         job.id, job.sha256, job.album, job.path, job.archive_key, job.attempts, sources
                     )
                 )
-            return claimed
+            if claimed:
+                s.flush()
+                crash_point("db.claim")  # rows locked and updated, not committed
+        if claimed:
+            crash_point("db.claimed")
+        return claimed
 
     def heartbeat(self, job_ids: list[int], lease_s: float) -> set[int]:
         """Extend our leases; returns the ids whose lease we no longer hold."""
@@ -228,6 +238,9 @@ class JobStore:
             job.lease_owner = job.lease_expires_at = None
             job.progress = None
             job.finished_at = job.updated_at = now
+            s.flush()
+            crash_point("db.complete")  # archive written, DONE not committed
+        crash_point("db.completed")
 
     def fail_permanent(self, job_id: int, error: str) -> None:
         now = utcnow()
@@ -285,19 +298,43 @@ class JobStore:
                 or 0
             )
 
-    def reap_expired(self, crash_limit: int, now: datetime | None = None) -> tuple[int, int]:
+    def dead_local_owners(self) -> list[str]:
+        """Lease owners that were processes on this host which no longer exist (killed, crashed).
+
+        Their leases can be reaped at once instead of after ``lease_s``: a restart after a crash resumes
+        right away. A live process with a reused pid only means waiting for the lease as usual.
+        """
+        prefix = f"{socket.gethostname()}:"
+        with self.sessions() as s:
+            owners = s.execute(
+                select(Job.lease_owner)
+                .where(Job.state == JobState.RUNNING, Job.lease_owner.like(prefix + "%"))
+                .distinct()
+            ).scalars()
+            dead = []
+            for owner in owners:
+                pid = owner[len(prefix) :]
+                if owner != self.worker_id and pid.isdigit() and not _alive(int(pid)):
+                    dead.append(owner)
+            return dead
+
+    def reap_expired(
+        self, crash_limit: int, now: datetime | None = None, owners: list[str] | None = None
+    ) -> tuple[int, int]:
         """Return jobs whose worker stopped heartbeating to the queue; quarantine repeat offenders.
 
+        ``owners``: reap the leases of these (dead) workers whether or not they have expired.
         Returns (requeued, quarantined).
         """
         now = now or utcnow()
         requeued = quarantined = 0
+        if owners is not None and not owners:
+            return 0, 0
+        stale = Job.lease_expires_at < now if owners is None else Job.lease_owner.in_(owners)
         with self.sessions.begin() as s:
             expired = (
                 s.execute(
-                    select(Job)
-                    .where(Job.state == JobState.RUNNING, Job.lease_expires_at < now)
-                    .with_for_update(skip_locked=True)
+                    select(Job).where(Job.state == JobState.RUNNING, stale).with_for_update(skip_locked=True)
                 )
                 .scalars()
                 .all()
@@ -447,3 +484,15 @@ def _pid() -> int:
     import os
 
     return os.getpid()
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

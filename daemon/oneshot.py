@@ -11,9 +11,9 @@ from rich.progress import Progress
 
 from .archive import ArchiveError, ArchiveWriter
 from .config import Config
+from .face_stage import FaceStage
 from .naming import next_free_key, safe_component
 from .process import PhotoJob, prepare, short_error, write
-from .worker import annotate_gpu_skipped, skipped_model_info
 
 
 def restore_files(files: list[Path], out: Path, config: Config | None, console: Console) -> int:
@@ -21,6 +21,7 @@ def restore_files(files: list[Path], out: Path, config: Config | None, console: 
     if config is None:
         config = Config(inbox=out, archive=out, state_dir=out)
     writer = ArchiveWriter(out, int(config.umask, 8))
+    faces = FaceStage.from_config(config)
     failures = 0
     used: set[str] = set()
     with Progress(console=console, transient=True) as progress:
@@ -35,8 +36,8 @@ def restore_files(files: list[Path], out: Path, config: Config | None, console: 
             try:
                 job = PhotoJob(path.read_bytes(), path.name, "", key)
                 prep = prepare(job, config)
-                annotate_gpu_skipped([prep], config)
-                audit = write(prep, config, writer, skipped_model_info(config))
+                faces.run([prep])
+                audit = write(prep, config, writer, faces.model_info())
                 console.print(
                     f"[green]ok[/green] {escape(str(path))} -> {escape(str(out / audit))}", highlight=False
                 )

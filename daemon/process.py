@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from albumd.pipeline.imageio import encode_image, load_image, thumbnail
 from albumd.pipeline.photo import PreparedPhoto, PreparedPrint, finish_photo, prepare_photo
-from albumd.pipeline.stage import StageRecord, jsonable
+from albumd.pipeline.stage import jsonable
 
 from .archive import ArchiveWriter, Written
 from .config import Config
@@ -63,18 +63,9 @@ def prepare(job: PhotoJob, config: Config) -> Prepared:
     return Prepared(job=job, photo=photo)
 
 
-def diffusion_skipped_record(config: Config) -> StageRecord:
-    reason = (
-        "no model configured (model.path is not set); the diffusion stage was skipped"
-        if config.model.path is None
-        else "the diffusion stage is not available in this build"
-    )
-    return StageRecord(name="diffusion", skipped=reason)
-
-
 def write(prep: Prepared, config: Config, writer: ArchiveWriter, model_info: dict[str, Any]) -> str:
     """Encode and write every output, the audit record last. Returns the audit's archive path."""
-    photo = finish_photo(prep.photo)
+    photo = finish_photo(prep.photo, config.pipeline)
     job = prep.job
     src = photo.source
     key = job.archive_key
@@ -166,11 +157,12 @@ def _write_print(
             "compare", f"{base}.compare.jpg", compare_sheet(before, p.image, config.compare_max_side, icc)
         )
     )
-    for record in p.stages:
-        for role, arr in record.artifacts.items():
-            out.append(
-                writer.write(role, f"{base}.{role}.png", encode_image(arr, "png", greyscale=arr.ndim == 2))
-            )
+    # Several stages may produce the same kind of artifact (the face matte is found, then pasted):
+    # the last one describes the output.
+    artifacts = {role: arr for record in p.stages for role, arr in record.artifacts.items()}
+    for role, arr in artifacts.items():
+        data = encode_image(arr, "png", greyscale=arr.ndim == 2)
+        out.append(writer.write(role, f"{base}.{role}.png", data))
     return out
 
 

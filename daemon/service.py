@@ -24,6 +24,7 @@ from sdnotify import SystemdNotifier
 from . import db
 from .archive import ArchiveWriter
 from .config import Config
+from .face_stage import FaceStage, ModelError
 from .inbox import Inbox, InboxReadError, StabilityTracker
 from .jobstore import JobStore
 from .logs import event
@@ -35,6 +36,8 @@ log = logging.getLogger("albumd.daemon")
 
 TICK_S = 0.25
 IDLE_POLL_S = 1.0
+# Below this much free space the daemon stops claiming photos (an archive entry is a few times the scan).
+ARCHIVE_MIN_FREE = 64 * 1024 * 1024
 
 
 def window_open(window: tuple[dtime, dtime] | None, now: datetime) -> bool:
@@ -133,6 +136,7 @@ class Daemon:
         usec = os.environ.get("WATCHDOG_USEC", "")
         self.watchdog_every_s = min(5.0, int(usec) / 2e6) if usec.isdigit() and int(usec) > 0 else 1.0
         self.worker_error: BaseException | None = None
+        self.paused: str | None = None
 
     def _signal(self, signum: int, _frame: FrameType | None) -> None:
         event(log, "daemon.stopping", signal=signal.Signals(signum).name)
@@ -157,15 +161,17 @@ class Daemon:
         self.check_folders()
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
+        try:
+            faces = FaceStage.from_config(c)
+        except ModelError as exc:
+            raise SystemExit(f"albumd: the configured model cannot be used: {exc}") from exc
         engine = db.make_engine(c.db_url)
         before, after = db.upgrade(engine)
         if before != after:
             event(log, "db.upgraded", before=before, after=after)
         store = JobStore(db.make_sessionmaker(engine))
         store.register_worker("starting")
-        requeued, quarantined = store.reap_expired(c.crash_limit)
-        if requeued or quarantined:
-            event(log, "leases.reaped", requeued=requeued, quarantined=quarantined)
+        self._reap(store)
         inbox = Inbox(c)
         tracker = StabilityTracker(c.watcher.stable_s)
         ingestor = Ingestor(c, store, inbox, tracker)
@@ -174,7 +180,7 @@ class Daemon:
             watcher.start()
         ingestor.scan()
         scheduler = self._scheduler(store, ingestor) if not self.once else None
-        worker = Worker(c, store, inbox, self.stop)
+        worker = Worker(c, store, inbox, self.stop, faces)
         idle = threading.Event()
         thread = threading.Thread(target=self._work, args=(worker, idle), name="albumd-worker", daemon=True)
         thread.start()
@@ -218,6 +224,7 @@ class Daemon:
             self.stop.set()
             self.notifier.notify("STOPPING=1")
             thread.join()
+            worker.close()
             if watcher:
                 watcher.stop()
             if scheduler:
@@ -227,10 +234,38 @@ class Daemon:
             event(log, "daemon.stopped", queued=ingestor.queued)
         return 0
 
+    def archive_problem(self) -> str | None:
+        """Why the archive cannot take photos now (missing, read-only, full), or None."""
+        root = self.config.archive
+        try:
+            ArchiveWriter(root).ensure_root()
+            st = os.statvfs(root)
+        except OSError as exc:
+            return str(exc)
+        free = st.f_bavail * st.f_frsize
+        if free < ARCHIVE_MIN_FREE:
+            return f"archive folder {root} is full ({free:,} bytes free, {ARCHIVE_MIN_FREE:,} needed)"
+        return None
+
     def _work(self, worker: Worker, idle: threading.Event) -> None:
+        paused: str | None = None
         try:
             while not self.stop.is_set():
-                if self.once or window_open(self.config.window, datetime.now()):
+                # The long-running daemon claims nothing while the archive cannot be written: the photos
+                # stay queued without using up their attempts, and work resumes by itself once the disk
+                # is back, writable, or has room again. (--once tries, and reports what failed.)
+                problem = None if self.once else self.archive_problem()
+                if problem != paused:
+                    paused = problem
+                    if problem:
+                        event(log, "archive.unavailable", logging.ERROR, reason=problem, action="paused")
+                    else:
+                        event(log, "archive.available", action="resumed")
+                if problem:
+                    claimed = 0
+                    self.paused = problem
+                elif self.once or window_open(self.config.window, datetime.now()):
+                    self.paused = None
                     claimed = worker.run_batch()
                 else:
                     claimed = 0
@@ -238,7 +273,7 @@ class Daemon:
                     idle.clear()
                 else:
                     idle.set()
-                    worker.store.worker_status("idle")
+                    worker.store.worker_status("paused" if self.paused else "idle")
                     worker.last_progress = time.monotonic()
                     self.stop.wait(IDLE_POLL_S)
         except BaseException as exc:
@@ -255,6 +290,8 @@ class Daemon:
         text = ", ".join(f"{state} {counts[state]}" for state in ("queued", "running", "done", "failed"))
         if batch:
             text += f"; batch {batch['done']}/{batch['total']}"
+        if self.paused:
+            text += f"; PAUSED: {self.paused}"
         self.notifier.notify(f"STATUS={text}")
 
     def _scheduler(self, store: JobStore, ingestor: Ingestor) -> BackgroundScheduler:
@@ -269,7 +306,17 @@ class Daemon:
         return sched
 
     def _reap(self, store: JobStore) -> None:
-        requeued, quarantined = store.reap_expired(self.config.crash_limit)
+        """Expired leases, and at once those of workers on this host whose process is gone."""
+        limit = self.config.crash_limit
+        try:
+            requeued, quarantined = store.reap_expired(limit)
+            dead = store.dead_local_owners()
+            if dead:
+                more = store.reap_expired(limit, owners=dead)
+                requeued, quarantined = requeued + more[0], quarantined + more[1]
+        except Exception as exc:  # the database may be briefly away; the next round retries
+            event(log, "leases.reap_failed", logging.WARNING, error=str(exc))
+            return
         if requeued or quarantined:
             event(log, "leases.reaped", requeued=requeued, quarantined=quarantined)
 

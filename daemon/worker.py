@@ -17,55 +17,41 @@ from albumd.pipeline.imageio import ImageDecodeError
 
 from .archive import ArchiveError, ArchiveWriter, sha256_file
 from .config import Config
+from .face_stage import FaceStage
 from .inbox import Inbox, InboxReadError
 from .jobstore import ClaimedJob, JobStore, LeaseLost
+from .leases import LeaseKeeper
 from .logs import event
-from .process import PhotoJob, Prepared, diffusion_skipped_record, prepare, short_error, write
+from .process import PhotoJob, Prepared, prepare, short_error, write
 
 log = logging.getLogger("albumd.worker")
 
 
-class Heartbeat(threading.Thread):
-    """Renews the batch's leases from its own thread, so a long pipeline call cannot let them lapse."""
-
-    def __init__(self, store: JobStore, job_ids: list[int], interval_s: float, lease_s: float) -> None:
-        super().__init__(name="albumd-heartbeat", daemon=True)
-        self.store = store
-        self.job_ids = list(job_ids)
-        self.interval_s = interval_s
-        self.lease_s = lease_s
-        self.lost: set[int] = set()
-        self._stop_event = threading.Event()
-        self.last_beat = time.monotonic()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.interval_s):
-            try:
-                active = [j for j in self.job_ids if j not in self.lost]
-                self.lost |= self.store.heartbeat(active, self.lease_s)
-                self.last_beat = time.monotonic()
-            except Exception as exc:  # the DB may be briefly unavailable; the next beat retries
-                event(log, "heartbeat.failed", logging.WARNING, error=str(exc))
-
-    def done(self, job_id: int) -> None:
-        if job_id in self.job_ids:
-            self.job_ids.remove(job_id)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=10)
-
-
 class Worker:
-    def __init__(self, config: Config, store: JobStore, inbox: Inbox, stop: threading.Event) -> None:
+    def __init__(
+        self, config: Config, store: JobStore, inbox: Inbox, stop: threading.Event, faces: FaceStage
+    ) -> None:
         self.config = config
+        self.faces = faces
         self.store = store
         self.inbox = inbox
         self.stop = stop
         self.writer = ArchiveWriter(config.archive, int(config.umask, 8))
         self.last_progress = time.monotonic()
         self.current: dict[str, Any] | None = None
-        self.model_info = skipped_model_info(config)
+        self._keeper: LeaseKeeper | None = None
+
+    @property
+    def keeper(self) -> LeaseKeeper:
+        if self._keeper is None or not self._keeper.alive():
+            c = self.config
+            self._keeper = LeaseKeeper(c.db_url, self.store.worker_id, c.heartbeat_s, c.lease_s)
+        return self._keeper
+
+    def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.close()
+            self._keeper = None
 
     def run_batch(self) -> int:
         """Claim and process one batch. Returns how many jobs were claimed (0: the queue is empty)."""
@@ -76,8 +62,8 @@ class Worker:
         self.current = {"job_ids": [j.id for j in jobs], "done": 0, "total": len(jobs)}
         self.store.worker_status("processing", self.current)
         event(log, "batch.claimed", jobs=len(jobs), ids=",".join(str(j.id) for j in jobs))
-        beat = Heartbeat(self.store, [j.id for j in jobs], self.config.heartbeat_s, self.config.lease_s)
-        beat.start()
+        beat = self.keeper
+        beat.hold([j.id for j in jobs])
         try:
             prepared: list[tuple[ClaimedJob, Prepared]] = []
             for n, job in enumerate(jobs):
@@ -91,17 +77,23 @@ class Worker:
                 if prep is not None:
                     prepared.append((job, prep))
                 self.last_progress = time.monotonic()
-            self._gpu_stage([p for _, p in prepared])
+            try:
+                self._gpu_stage([p for _, p in prepared])
+            except Exception as exc:
+                for job, _ in prepared:
+                    self._fail(job, beat, f"face restoration failed: {short_error(exc)}", permanent=False)
+                prepared = []
             for job, prep in prepared:
                 self._write(job, prep, beat)
                 self.last_progress = time.monotonic()
         finally:
-            beat.stop()
+            for job in jobs:
+                beat.done(job.id)
             self.current = None
             self.store.worker_status("idle")
         return len(jobs)
 
-    def _prepare(self, job: ClaimedJob, beat: Heartbeat) -> Prepared | None:
+    def _prepare(self, job: ClaimedJob, beat: LeaseKeeper) -> Prepared | None:
         self._progress(job, "decode")
         try:
             data, rel = self._read(job)
@@ -114,17 +106,24 @@ class Worker:
             self._fail(job, beat, short_error(exc), permanent=False)
         return None
 
-    def _gpu_stage(self, batch: list[Prepared]) -> None:
-        annotate_gpu_skipped(batch, self.config)
+    def _gpu_stage(self, batch: list[Prepared]) -> list[Prepared]:
+        """Restore the faces of the whole batch together; a failure here retries the batch's jobs."""
+        if not batch:
+            return batch
+        for prep in batch:
+            if prep.job.job_id is not None:
+                self.store.set_progress(prep.job.job_id, "restoring faces (GPU)")
+        self.faces.run(batch)
+        return batch
 
-    def _write(self, job: ClaimedJob, prep: Prepared, beat: Heartbeat) -> None:
+    def _write(self, job: ClaimedJob, prep: Prepared, beat: LeaseKeeper) -> None:
         if job.id in beat.lost:
             event(log, "job.lease_lost", logging.WARNING, job_id=job.id)
             return
         self._progress(job, "writing archive")
         try:
             self.writer.ensure_root()
-            audit_path = write(prep, self.config, self.writer, self.model_info)
+            audit_path = write(prep, self.config, self.writer, self.faces.model_info())
             self.store.complete(job.id, audit_path)
             beat.done(job.id)
             event(log, "job.done", job_id=job.id, path=job.path, audit=audit_path)
@@ -182,7 +181,7 @@ class Worker:
             except (OSError, InboxReadError) as exc:
                 event(log, "inbox.keep", logging.WARNING, job_id=job.id, path=rel, reason=str(exc))
 
-    def _fail(self, job: ClaimedJob, beat: Heartbeat, error: str, permanent: bool) -> None:
+    def _fail(self, job: ClaimedJob, beat: LeaseKeeper, error: str, permanent: bool) -> None:
         beat.done(job.id)
         try:
             if permanent:
@@ -205,24 +204,6 @@ class Worker:
             self.store.set_progress(job.id, what)
         except Exception as exc:
             event(log, "progress.failed", logging.DEBUG, error=str(exc))
-
-
-def skipped_model_info(config: Config) -> dict[str, Any]:
-    return {
-        "path": str(config.model.path) if config.model.path else None,
-        "sha256": None,
-        "dtype": None,
-        "device": None,
-        "status": "skipped",
-        "reason": diffusion_skipped_record(config).skipped,
-    }
-
-
-def annotate_gpu_skipped(batch: list[Prepared], config: Config) -> None:
-    record = diffusion_skipped_record(config)
-    for prep in batch:
-        for p in prep.photo.prints:
-            p.stages.append(record)
 
 
 class SourceGone(Exception):
