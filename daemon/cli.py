@@ -178,6 +178,73 @@ def _has_default_config() -> bool:
     return find_config_path(None) is not None
 
 
+people_app = typer.Typer(help="People recognised across the archive: list, name, prompt.")
+app.add_typer(people_app, name="people")
+
+
+def _people():  # type: ignore[no-untyped-def]
+    from . import db
+    from .people import PeopleStore
+
+    config = _config()
+    engine = db.make_engine(config.db_url)
+    db.upgrade(engine)
+    return PeopleStore(db.make_sessionmaker(engine), config.state_dir / "people")
+
+
+@people_app.callback(invoke_without_command=True)
+def people_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List the people found, with a face thumbnail and the photos they are in."""
+    if ctx.invoked_subcommand is not None:
+        return
+    people = _people().list()
+    if as_json:
+        sys.stdout.write(json.dumps(people, indent=2, ensure_ascii=False) + "\n")
+        return
+    table = Table(title="people")
+    for col in ("id", "name", "faces", "prompt", "thumbnail", "photos"):
+        table.add_column(col, overflow="fold")
+    for p in people:
+        photos = ", ".join(p["photos"][:5]) + (
+            f" (+{len(p['photos']) - 5} more)" if len(p["photos"]) > 5 else ""
+        )
+        table.add_row(
+            str(p["person_id"]),
+            escape(p["name"] or "-"),
+            str(p["faces"]),
+            escape(p["prompt"] or "-"),
+            escape(p["thumbnail"] or "-"),
+            escape(photos),
+        )
+    console.print(table)
+
+
+@people_app.command("name")
+def people_name(person_id: int, name: str) -> None:
+    """Name a person (e.g. albumd people name 3 "Grandma Rose")."""
+    if not _people().update(person_id, name=name.strip() or None):
+        err_console.print(f"albumd: no person {person_id} (see `albumd people`)")
+        raise typer.Exit(1)
+    console.print(f"person {person_id} is now {name!r}", markup=False)
+
+
+@people_app.command("prompt")
+def people_prompt(
+    person_id: int,
+    prompt: Annotated[str, typer.Argument(help='e.g. "elderly woman, grey curly hair"; "" clears it')],
+) -> None:
+    """Give a person a prompt; their faces are restored with it from now on."""
+    if not _people().update(person_id, prompt=prompt.strip() or None):
+        err_console.print(f"albumd: no person {person_id} (see `albumd people`)")
+        raise typer.Exit(1)
+    console.print(
+        f"person {person_id}: prompt {'cleared' if not prompt.strip() else repr(prompt)}", markup=False
+    )
+
+
 @app.command()
 def demo(
     keep: Annotated[

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -115,3 +115,39 @@ class Worker(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     state: Mapped[str] = mapped_column(String(32), nullable=False)
     current_batch: Mapped[str | None] = mapped_column(Text)  # JSON: job ids and progress
+
+
+class Person(Base):
+    """Someone recognised across the archive: faces whose identity embeddings cluster together."""
+
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    prompt: Mapped[str | None] = mapped_column(Text)  # used in this person's face prompts
+    centroid: Mapped[str] = mapped_column(Text, nullable=False)  # JSON list of 128 floats
+    face_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    thumbnail: Mapped[str | None] = mapped_column(Text)  # image file of one of their faces
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class FaceRow(Base):
+    """One face of one archived photo, with its identity embedding and the person it belongs to."""
+
+    __tablename__ = "faces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
+    print_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    face_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="SET NULL"))
+    distance: Mapped[float | None] = mapped_column(Float)
+    embedding: Mapped[str] = mapped_column(Text, nullable=False)  # JSON list of 128 floats
+    box: Mapped[str] = mapped_column(Text, nullable=False)  # JSON [x, y, w, h] in the print
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "print_index", "face_index", name="uq_faces_job_print_face"),
+        Index("ix_faces_person", "person_id"),
+    )

@@ -22,6 +22,7 @@ from .inbox import Inbox, InboxReadError
 from .jobstore import ClaimedJob, JobStore, LeaseLost
 from .leases import LeaseKeeper
 from .logs import event
+from .people import PeopleStore
 from .process import PhotoJob, Prepared, prepare, short_error, write
 
 log = logging.getLogger("albumd.worker")
@@ -33,6 +34,7 @@ class Worker:
     ) -> None:
         self.config = config
         self.faces = faces
+        self.people = PeopleStore(store.sessions, config.state_dir / "people")
         self.store = store
         self.inbox = inbox
         self.stop = stop
@@ -113,7 +115,7 @@ class Worker:
         for prep in batch:
             if prep.job.job_id is not None:
                 self.store.set_progress(prep.job.job_id, "restoring faces (GPU)")
-        self.faces.run(batch)
+        self.faces.run(batch, person_prompt=self.people.prompt_for())
         return batch
 
     def _write(self, job: ClaimedJob, prep: Prepared, beat: LeaseKeeper) -> None:
@@ -123,6 +125,7 @@ class Worker:
         self._progress(job, "writing archive")
         try:
             self.writer.ensure_root()
+            self._record_people(job, prep)
             audit_path = write(prep, self.config, self.writer, self.faces.model_info())
             self.store.complete(job.id, audit_path)
             beat.done(job.id)
@@ -140,6 +143,13 @@ class Worker:
             return
         if self.config.inbox_after == "delete":
             self._delete_sources(job, prep)
+
+    def _record_people(self, job: ClaimedJob, prep: Prepared) -> None:
+        prints = prep.photo.prints
+        assigned = self.people.record(job.id, [(p.index, p.found_faces) for p in prints])
+        for p in prints:
+            for face in p.faces:
+                face["person_id"] = assigned.get((p.index, face["index"]))
 
     def _read(self, job: ClaimedJob) -> tuple[bytes, str]:
         """The job's bytes from any inbox path that still holds exactly them."""

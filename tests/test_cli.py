@@ -55,7 +55,7 @@ def test_status_json_shape_and_retry(folders: dict[str, Path], photos_dir: Path)
 def test_db_upgrade_and_doctor(folders: dict[str, Path], tmp_path: Path) -> None:
     config = write_config(folders)
     r = albumd(config, "db", "upgrade")
-    assert r.returncode == 0 and "empty -> 0001" in r.stdout
+    assert r.returncode == 0 and "empty -> 0002" in r.stdout
     r = albumd(config, "doctor")
     assert "model" in r.stdout and "model.path" in r.stdout  # explains how to point at SD 1.5 weights
     assert "database" in r.stdout and r.returncode == 0, r.stdout
