@@ -102,6 +102,9 @@ class Config(_Strict):
     max_image_pixels: int = Field(200_000_000, ge=1, description="decompression-bomb limit")
     output_format: Literal["png", "tif"] = Field("png", description="format of the restored photo")
     compare_max_side: int = Field(2400, ge=64, description="longest side of the before|after sheet")
+    face_crops: bool = Field(
+        False, description="also write each face's before|after crop (<stem>.face<N>.jpg) for review"
+    )
     umask: str = Field("027", pattern=r"^0?[0-7]{3}$", description="file mode mask for archive files (octal)")
     log_format: Literal["text", "json"] = Field(
         "text", description="one line per event: key=value text or JSON"

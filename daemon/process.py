@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
+from albumd.pipeline.faces import align_face
 from albumd.pipeline.imageio import encode_image, load_image, thumbnail
 from albumd.pipeline.photo import PreparedPhoto, PreparedPrint, finish_photo, prepare_photo
 from albumd.pipeline.stage import jsonable
@@ -157,6 +158,12 @@ def _write_print(
             "compare", f"{base}.compare.jpg", compare_sheet(before, p.image, config.compare_max_side, icc)
         )
     )
+    if config.face_crops:
+        for face in p.found_faces:
+            crop_before = align_face(before, face.landmarks5, config.pipeline.faces.align).crop
+            crop_after = align_face(p.image, face.landmarks5, config.pipeline.faces.align).crop
+            sheet = compare_sheet(crop_before, crop_after, 2 * crop_after.shape[1] + 16, icc)
+            out.append(writer.write("face_crops", f"{base}.face{face.index}.jpg", sheet))
     # Several stages may produce the same kind of artifact (the face matte is found, then pasted):
     # the last one describes the output.
     artifacts = {role: arr for record in p.stages for role, arr in record.artifacts.items()}

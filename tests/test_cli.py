@@ -15,7 +15,7 @@ SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "audit.schem
 def test_restore_writes_the_same_outputs_and_audit(
     folders: dict[str, Path], photos_dir: Path, tmp_path: Path
 ) -> None:
-    config = write_config(folders)
+    config = write_config(folders, face_crops=True)
     out = tmp_path / "out"
     r = albumd(
         config, "restore", str(photos_dir / "pair_a.png"), str(photos_dir / "group4_a.jpg"), "--out", str(out)
@@ -27,6 +27,10 @@ def test_restore_writes_the_same_outputs_and_audit(
         assert audit["job_id"] is None
         assert (out / f"{stem}.restored.png").is_file() and (out / f"{stem}.compare.jpg").is_file()
         assert (out / f"{stem}.original{ext}").read_bytes() == (photos_dir / f"{stem}{ext}").read_bytes()
+        # one before|after crop per face for the morning review, each listed with its hash
+        crops = [o for o in audit["outputs"] if o["role"] == "face_crops"]
+        assert len(crops) == len(audit["faces"]) == {"pair_a": 2, "group4_a": 4}[stem]
+        assert all((out / c["path"]).is_file() for c in crops)
     bad = tmp_path / "bad.jpg"
     bad.write_text("not a photo")
     r = albumd(config, "restore", str(bad), "--out", str(out))
