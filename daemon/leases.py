@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 log = logging.getLogger("albumd.leases")
+READY_TIMEOUT_S = 120.0
 
 
 class LeaseKeeper:
@@ -32,9 +33,16 @@ class LeaseKeeper:
         self._proc.start()
         child.close()
         self._lost: set[int] = set()
+        # Starting an interpreter takes seconds on a busy machine; wait for it before any claim, so that
+        # no lease can lapse while the keeper is still importing.
+        if not self._conn.poll(READY_TIMEOUT_S) or self._conn.recv() != ("ready", []):
+            self.close()
+            raise RuntimeError(f"the lease keeper process did not start within {READY_TIMEOUT_S} s")
 
     def hold(self, job_ids: list[int]) -> None:
         """Start renewing these jobs' leases (in addition to those already held)."""
+        self.lost  # noqa: B018 - collect pending reports first, so a re-claimed job is not taken as lost
+        self._lost.difference_update(job_ids)
         self._send(("hold", list(job_ids)))
 
     def done(self, job_id: int) -> None:
@@ -80,6 +88,7 @@ def _keep(
     store = JobStore(db.make_sessionmaker(engine), worker_id=worker_id)
     held: set[int] = set()
     next_beat = time.monotonic()
+    conn.send(("ready", []))
     try:
         while os.getppid() == parent:
             timeout = max(0.0, next_beat - time.monotonic())

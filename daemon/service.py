@@ -20,6 +20,7 @@ from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sdnotify import SystemdNotifier
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import db
 from .archive import ArchiveWriter
@@ -115,6 +116,13 @@ class Ingestor:
             return False
 
 
+def _drained(store: JobStore) -> bool:
+    try:
+        return store.pending() == 0
+    except SQLAlchemyError:
+        return False
+
+
 def _walk(inbox: Inbox, folder: Path) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
@@ -181,6 +189,7 @@ class Daemon:
         ingestor.scan()
         scheduler = self._scheduler(store, ingestor) if not self.once else None
         worker = Worker(c, store, inbox, self.stop, faces)
+        worker.keeper  # noqa: B018 - start the lease keeper before READY and before any claim
         idle = threading.Event()
         thread = threading.Thread(target=self._work, args=(worker, idle), name="albumd-worker", daemon=True)
         thread.start()
@@ -196,10 +205,21 @@ class Daemon:
         last_status = last_ping = last_reap = 0.0
         try:
             while not self.stop.is_set():
+                # A database that is briefly away (PostgreSQL restarting, SQLite locked past its busy
+                # timeout) must not stop the daemon: the folder or file is simply looked at again later.
                 for folder in watcher.drain_new_dirs() if watcher else []:
-                    ingestor.scan(folder)
+                    try:
+                        ingestor.scan(folder)
+                    except SQLAlchemyError as exc:
+                        event(log, "ingest.failed", logging.WARNING, folder=str(folder), error=str(exc))
+                        watcher.new_dirs.put(folder)
+                        break
                 for path in tracker.due():
-                    ingestor.ingest(path)
+                    try:
+                        ingestor.ingest(path)
+                    except SQLAlchemyError as exc:
+                        event(log, "ingest.failed", logging.WARNING, path=str(path), error=str(exc))
+                        tracker.observe(path)
                 now = time.monotonic()
                 if (
                     now - last_ping >= self.watchdog_every_s
@@ -217,7 +237,7 @@ class Daemon:
                     self._reap(store)
                 if not thread.is_alive():
                     raise RuntimeError(f"worker thread died: {self.worker_error!r}")
-                if self.once and len(tracker) == 0 and idle.is_set() and store.pending() == 0:
+                if self.once and len(tracker) == 0 and idle.is_set() and _drained(store):
                     break
                 time.sleep(TICK_S)
         finally:
@@ -248,38 +268,54 @@ class Daemon:
         return None
 
     def _work(self, worker: Worker, idle: threading.Event) -> None:
+        failures = 0
         paused: str | None = None
         try:
             while not self.stop.is_set():
-                # The long-running daemon claims nothing while the archive cannot be written: the photos
-                # stay queued without using up their attempts, and work resumes by itself once the disk
-                # is back, writable, or has room again. (--once tries, and reports what failed.)
-                problem = None if self.once else self.archive_problem()
-                if problem != paused:
-                    paused = problem
-                    if problem:
-                        event(log, "archive.unavailable", logging.ERROR, reason=problem, action="paused")
-                    else:
-                        event(log, "archive.available", action="resumed")
-                if problem:
-                    claimed = 0
-                    self.paused = problem
-                elif self.once or window_open(self.config.window, datetime.now()):
-                    self.paused = None
-                    claimed = worker.run_batch()
-                else:
-                    claimed = 0
-                if claimed:
+                try:
+                    paused = self._work_step(worker, idle, paused)
+                    failures = 0
+                except SQLAlchemyError as exc:
+                    # The database went away (PostgreSQL restarting, SQLite locked past its busy
+                    # timeout): wait and carry on. Jobs this worker held come back when their leases
+                    # expire; the thread lives on, so the daemon keeps running and recovers by itself.
+                    failures += 1
+                    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    event(log, "worker.db_error", logging.WARNING, error=first, retry_s=min(30, failures))
+                    worker.current = None
                     idle.clear()
-                else:
-                    idle.set()
-                    worker.store.worker_status("paused" if self.paused else "idle")
-                    worker.last_progress = time.monotonic()
-                    self.stop.wait(IDLE_POLL_S)
+                    self.stop.wait(min(30.0, float(failures)))
         except BaseException as exc:
             self.worker_error = exc
             log.exception("worker.crashed")
             raise
+
+    def _work_step(self, worker: Worker, idle: threading.Event, paused: str | None) -> str | None:
+        """One claim (or one idle wait). Returns the archive problem now in force, if any."""
+        # The long-running daemon claims nothing while the archive cannot be written: the photos stay
+        # queued without using up their attempts, and work resumes by itself once the disk is back,
+        # writable, or has room again. (--once tries, and reports what failed.)
+        problem = None if self.once else self.archive_problem()
+        if problem != paused:
+            if problem:
+                event(log, "archive.unavailable", logging.ERROR, reason=problem, action="paused")
+            else:
+                event(log, "archive.available", action="resumed")
+        self.paused = problem
+        if problem:
+            claimed = 0
+        elif self.once or window_open(self.config.window, datetime.now()):
+            claimed = worker.run_batch()
+        else:
+            claimed = 0
+        if claimed:
+            idle.clear()
+        else:
+            idle.set()
+            worker.store.worker_status("paused" if problem else "idle")
+            worker.last_progress = time.monotonic()
+            self.stop.wait(IDLE_POLL_S)
+        return problem
 
     def _status(self, store: JobStore, worker: Worker) -> None:
         try:

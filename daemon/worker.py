@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from albumd.pipeline.imageio import ImageDecodeError
@@ -42,6 +43,8 @@ class Worker:
         self.last_progress = time.monotonic()
         self.current: dict[str, Any] | None = None
         self._keeper: LeaseKeeper | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="albumd-prepare")
+        self._ahead: Future[tuple[list[ClaimedJob], list[tuple[ClaimedJob, Prepared]]]] | None = None
 
     @property
     def keeper(self) -> LeaseKeeper:
@@ -51,34 +54,32 @@ class Worker:
         return self._keeper
 
     def close(self) -> None:
+        self.release_ahead()
+        self._pool.shutdown(wait=True)
         if self._keeper is not None:
             self._keeper.close()
             self._keeper = None
 
     def run_batch(self) -> int:
-        """Claim and process one batch. Returns how many jobs were claimed (0: the queue is empty)."""
+        """Process one batch. Returns how many jobs it held (0: the queue is empty).
+
+        With a model loaded, the next batch is claimed and its CPU stages run while the GPU works on
+        this one, so the GPU does not wait for decoding, splitting and face detection.
+        """
         self.last_progress = time.monotonic()
-        jobs = self.store.claim(self.config.batch_size, self.config.lease_s)
+        if self._ahead is not None:
+            jobs, prepared = self._ahead.result()
+            self._ahead = None
+        else:
+            jobs, prepared = self._claim_and_prepare()
         if not jobs:
             return 0
+        beat = self.keeper
         self.current = {"job_ids": [j.id for j in jobs], "done": 0, "total": len(jobs)}
         self.store.worker_status("processing", self.current)
-        event(log, "batch.claimed", jobs=len(jobs), ids=",".join(str(j.id) for j in jobs))
-        beat = self.keeper
-        beat.hold([j.id for j in jobs])
         try:
-            prepared: list[tuple[ClaimedJob, Prepared]] = []
-            for n, job in enumerate(jobs):
-                if self.stop.is_set():
-                    released = self.store.release([j.id for j in jobs[n:]])
-                    for j in jobs[n:]:
-                        beat.done(j.id)
-                    event(log, "batch.released", jobs=released, reason="shutting down")
-                    break
-                prep = self._prepare(job, beat)
-                if prep is not None:
-                    prepared.append((job, prep))
-                self.last_progress = time.monotonic()
+            if self.faces.model is not None and not self.stop.is_set():
+                self._ahead = self._pool.submit(self._claim_and_prepare)
             try:
                 self._gpu_stage([p for _, p in prepared])
             except Exception as exc:
@@ -94,6 +95,41 @@ class Worker:
             self.current = None
             self.store.worker_status("idle")
         return len(jobs)
+
+    def _claim_and_prepare(self) -> tuple[list[ClaimedJob], list[tuple[ClaimedJob, Prepared]]]:
+        """Claim a batch and run its CPU stages (jobs that fail here are recorded and dropped)."""
+        jobs = self.store.claim(self.config.batch_size, self.config.lease_s)
+        if not jobs:
+            return [], []
+        event(log, "batch.claimed", jobs=len(jobs), ids=",".join(str(j.id) for j in jobs))
+        beat = self.keeper
+        beat.hold([j.id for j in jobs])
+        prepared: list[tuple[ClaimedJob, Prepared]] = []
+        for n, job in enumerate(jobs):
+            if self.stop.is_set():
+                released = self.store.release([j.id for j in jobs[n:]])
+                for j in jobs[n:]:
+                    beat.done(j.id)
+                event(log, "batch.released", jobs=released, reason="shutting down")
+                break
+            prep = self._prepare(job, beat)
+            if prep is not None:
+                prepared.append((job, prep))
+            self.last_progress = time.monotonic()
+        return jobs, prepared
+
+    def release_ahead(self) -> None:
+        """Shutdown: give back the batch prepared ahead, unprocessed (no attempt is counted)."""
+        if self._ahead is None:
+            return
+        jobs, prepared = self._ahead.result()
+        self._ahead = None
+        ids = [job.id for job, _ in prepared]
+        released = self.store.release(ids)
+        for job in jobs:
+            self.keeper.done(job.id)
+        if released:
+            event(log, "batch.released", jobs=released, reason="shutting down")
 
     def _prepare(self, job: ClaimedJob, beat: LeaseKeeper) -> Prepared | None:
         self._progress(job, "decode")

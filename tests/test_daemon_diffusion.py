@@ -22,7 +22,8 @@ SETTINGS = {
         "faces": {"align": {"crop_size": 160}},
         "diffusion": {"steps": 6, "strength": 0.5, "crop_size": 160},
     },
-    "batch_size": 4,
+    # one photo per batch: the second batch's CPU stages must run while the first is on the GPU
+    "batch_size": 1,
 }
 
 
@@ -32,6 +33,9 @@ def run_album(folders: dict[str, Path], photos_dir: Path, model: dict) -> list[d
     config = write_config(folders, model=model, **SETTINGS)
     r = albumd(config, "run", "--once", timeout=600, env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout + r.stderr
+    events = [line.split()[2] for line in r.stdout.splitlines() if len(line.split()) > 2]
+    assert events.count("batch.claimed") == 2
+    assert events.index("batch.claimed", events.index("batch.claimed") + 1) < events.index("job.done")
     records = [json.loads(p.read_text()) for p in sorted(folders["archive"].rglob("*.audit.json"))]
     assert len(records) == len(PHOTOS)
     return records
