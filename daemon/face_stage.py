@@ -27,6 +27,7 @@ from albumd.pipeline.diffusion import (
 from albumd.pipeline.faces import embed_aligned_crop, identity_distance
 from albumd.pipeline.photo import PreparedPrint
 
+from .background_stage import background_tiles
 from .config import Config
 from .logs import event
 from .process import Prepared
@@ -112,8 +113,10 @@ class FaceStage:
                     )
                     owners.append((prep, p, face.index))
                     originals.append(face.embedding)
+        tiled = background_tiles(batch, params) if params.background.enabled else []
+        tile_items = [item for plan in tiled for item in plan.items]
         started = time.perf_counter()
-        results = (
+        everything = (
             restore_with_guard(
                 self.model,
                 items,
@@ -121,12 +124,27 @@ class FaceStage:
                 embed_aligned_crop,
                 original_embeddings=originals,
                 distance=identity_distance,
+                unguarded=tile_items,
             )
-            if items
+            if items or tile_items
             else []
         )
         seconds = time.perf_counter() - started
-        event(log, "faces.restored", faces=len(items), photos=len(batch), seconds=round(seconds, 2))
+        results, tile_results = everything[: len(items)], everything[len(items) :]
+        event(
+            log,
+            "faces.restored",
+            faces=len(items),
+            tiles=len(tile_items),
+            photos=len(batch),
+            seconds=round(seconds, 2),
+        )
+        share = seconds / max(1, len(items) + len(tile_items))
+        pos = 0
+        for plan in tiled:
+            done = tile_results[pos : pos + len(plan.items)]
+            pos += len(plan.items)
+            plan.apply([r.face for r in done], share * len(done))
         per_print: dict[int, list[Any]] = {}
         for (_prep, p, index), result in zip(owners, results, strict=True):
             p.restored_crops[index] = result.face
@@ -135,7 +153,6 @@ class FaceStage:
             record.update({k: v for k, v in audit.items() if k not in ("action", "reason")})
             record["action"], record["action_reason"] = audit["action"], audit["reason"]
             per_print.setdefault(id(p), []).append(result)
-        share = seconds / max(1, len(items))
         for prep in batch:
             for p in prep.photo.prints:
                 mine = per_print.get(id(p), [])

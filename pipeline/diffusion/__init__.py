@@ -19,7 +19,7 @@ from .loading import (
     no_model_record,
     weights_sha256,
 )
-from .params import DiffusionParams, GuardParams, ModelConfig
+from .params import BackgroundParams, DiffusionParams, GuardParams, ModelConfig
 from .prompts import build_prompt, seed_for
 from .restore import (
     DiffusionOOMError,
@@ -33,6 +33,7 @@ from .stage import stage_record
 
 __all__ = [
     "SHIPPED_CONFIG",
+    "BackgroundParams",
     "DiffusionOOMError",
     "DiffusionParams",
     "GuardAttempt",

@@ -85,20 +85,26 @@ def restore_with_guard(
     distance: DistanceFn = euclidean_distance,
     is_oom: Callable[[BaseException], bool] = is_cuda_oom,
     before_chunk: Callable[[int], None] | None = None,
+    unguarded: Sequence[RestoreItem] = (),
 ) -> list[GuardedResult]:
     """Restore ``items`` (faces of many photos) with the identity guard; results in the order of ``items``.
 
     ``embed`` is the faces stage's ``embed_aligned_crop`` (crop -> 128-d vector or None); ``distance`` its
     ``identity_distance``. ``original_embeddings`` may carry the embeddings already computed for the
     original crops (else ``embed(item.crop)`` is called). Without ``embed`` or with the guard disabled, the
-    first restoration is taken unchecked."""
+    first restoration is taken unchecked.
+
+    ``unguarded`` items (the tiles of the whole-photo pass: no identity to check) ride in the first GPU
+    batch with the faces and are taken as restored; their results follow the faces' in the returned list."""
     g = params.guard
     check = g.enabled and embed is not None
     n = len(items)
     if original_embeddings is not None and len(original_embeddings) != n:
         raise ValueError("original_embeddings must have one entry per item")
+    free = set(range(n, n + len(unguarded)))
+    items = [*items, *unguarded]
     originals: list[np.ndarray | None] = [None] * n
-    results: list[GuardedResult | None] = [None] * n
+    results: list[GuardedResult | None] = [None] * len(items)
 
     def kept(i: int, reason: str, attempts: list[GuardAttempt]) -> GuardedResult:
         it = items[i]
@@ -116,7 +122,10 @@ def restore_with_guard(
         )
 
     pending: list[int] = []
-    for i in range(n):
+    for i in range(len(items)):
+        if i in free:
+            pending.append(i)
+            continue
         if check:
             assert embed is not None
             originals[i] = original_embeddings[i] if original_embeddings is not None else embed(items[i].crop)
@@ -127,7 +136,7 @@ def restore_with_guard(
                 continue
         pending.append(i)
 
-    attempts: dict[int, list[GuardAttempt]] = {i: [] for i in range(n)}
+    attempts: dict[int, list[GuardAttempt]] = {i: [] for i in range(len(items))}
     strengths = {i: float(items[i].strength) for i in pending}
     factors = [1.0, *g.retry_factors] if check else [1.0]
     for round_no, factor in enumerate(factors):
@@ -155,6 +164,9 @@ def restore_with_guard(
         pending = []
         for i, out in zip(batch, outs, strict=True):
             secs = sum(v for k, v in out.timings.items() if k != "batch_s")
+            if i in free:
+                results[i] = _accepted(items[i], out, None, g.threshold, [], "restored_unchecked", "no face")
+                continue
             if not check:
                 results[i] = _accepted(items[i], out, None, g.threshold, attempts[i], "restored_unchecked")
                 continue
@@ -187,8 +199,11 @@ def _accepted(
     threshold: float,
     attempts: list[GuardAttempt],
     action: Action,
+    why: str | None = None,
 ) -> GuardedResult:
-    if action == "restored":
+    if why == "no face":
+        reason = "not a face (whole-photo tile): no identity to guard"
+    elif action == "restored":
         reason = f"identity distance {d:.3f} <= {threshold} at strength {out.strength:.3g}"
     else:
         reason = "identity guard off (disabled or no embedding function)"

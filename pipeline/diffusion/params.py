@@ -73,6 +73,35 @@ class GuardParams(BaseModel):
     )
 
 
+class BackgroundParams(BaseModel):
+    """The optional low-strength pass over the whole print in tiles (``pipeline.diffusion.background``)."""
+
+    enabled: bool = Field(
+        False,
+        description="Also restore the whole print (not only the faces) in overlapping tiles of `crop_size`, "
+        "at low strength, in the same GPU batches as the faces. Faces are left to the face restore.",
+    )
+    strength: float = Field(
+        0.15, gt=0, le=0.5, description="Fraction of the schedule regenerated in each tile (keep it low)."
+    )
+    prompt: str = Field(
+        "a sharp, detailed photograph, fine film grain, natural texture",
+        description="Prompt for every tile.",
+    )
+    negative_prompt: str = Field(
+        "blurry, lowres, jpeg artifacts, painting, illustration, cartoon, oversaturated, watermark, text, "
+        "face",
+        description="Negative prompt for every tile.",
+    )
+    overlap: int = Field(64, ge=0, description="Pixels by which neighbouring tiles overlap (blended).")
+    max_tiles: int = Field(
+        96,
+        ge=1,
+        description="A print that needs more tiles is not given the pass (bounds the GPU time per photo; "
+        "96 tiles of 512 px with the default overlap cover about 20 MP); the audit says so.",
+    )
+
+
 class DiffusionParams(BaseModel):
     """How faces are restored (the ``pipeline.diffusion`` section)."""
 
@@ -110,3 +139,4 @@ class DiffusionParams(BaseModel):
     vram_reserve_gb: float = Field(1.5, ge=0, description="Free VRAM left untouched when sizing a batch.")
     vae_batch_size: int = Field(8, ge=1, description="Faces per VAE encode/decode call (bounds the peak).")
     guard: GuardParams = Field(default_factory=GuardParams)
+    background: BackgroundParams = Field(default_factory=BackgroundParams)
