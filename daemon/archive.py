@@ -23,6 +23,8 @@ TEMP_MARK = ".albumd-tmp-"
 # process SIGKILL itself at the Nth time it reaches the named point. Not an ALBUMD_ variable, so the config
 # loader never sees it; unset (always, outside the tests) it costs one dict lookup per point.
 CRASH_ENV = "ALBUMDTEST_CRASH_AT"
+# Fresh temp names a write tries when another daemon's clean-up keeps removing them (see ``write``).
+TEMP_ATTEMPTS = 5
 _crash_lock = threading.Lock()
 _crash_counts: dict[str, int] = {}
 
@@ -77,28 +79,31 @@ class ArchiveWriter:
     def write(self, role: str, relpath: str, data: bytes) -> Written:
         final = self.target(relpath)
         self._make_dirs(final.parent)
-        tmp = final.parent / f".{final.name}{TEMP_MARK}{secrets.token_hex(4)}"
+        tmp: Path | None = None
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, self.file_mode)
-            try:
-                # Held while the temp file is written: another writer's remove_temp_files (a second
-                # daemon on the same archive) skips a temp file that is locked, i.e. still being written.
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                view = memoryview(data)
-                _write_all(fd, view[: len(view) // 2])
-                crash_point("archive.partial")  # half the bytes in the temp file
-                _write_all(fd, view[len(view) // 2 :])
-                os.fsync(fd)
-                if os.fstat(fd).st_nlink == 0:
-                    raise OSError(f"temporary file {tmp.name} was removed while it was written")
-                crash_point("archive.fsynced")  # complete temp file, not yet renamed
-                os.replace(tmp, final)
-            finally:
-                os.close(fd)
+            for _attempt in range(TEMP_ATTEMPTS):
+                tmp = final.parent / f".{final.name}{TEMP_MARK}{secrets.token_hex(4)}"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, self.file_mode)
+                try:
+                    # Held while the temp file is written: another writer's remove_temp_files (a second
+                    # daemon on the same archive) leaves a locked temp file alone, and removes an unlocked
+                    # one only while holding its lock. So a file it took for abandoned in the instant
+                    # between our create and our lock is already unlinked once we hold the lock: start
+                    # again under a new name (found by tests/test_reliability_scaleout.py).
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    if os.fstat(fd).st_nlink == 0:
+                        continue
+                    _fill(fd, tmp, final, data)
+                finally:
+                    os.close(fd)
+                break
+            else:
+                raise OSError(f"temporary files in {final.parent} were removed {TEMP_ATTEMPTS} times running")
             crash_point("archive.renamed")  # renamed, folder not yet fsynced
             _fsync_dir(final.parent)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             raise ArchiveError(f"cannot write {relpath} into the archive: {exc.strerror or exc}") from exc
         return Written(role=role, path=relpath, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
 
@@ -126,8 +131,7 @@ class ArchiveWriter:
         for entry in os.scandir(folder):
             if TEMP_MARK in entry.name and entry.is_file(follow_symlinks=False):
                 try:
-                    if entry.stat(follow_symlinks=False).st_mtime <= cutoff and not _in_use(entry.path):
-                        os.unlink(entry.path)
+                    if entry.stat(follow_symlinks=False).st_mtime <= cutoff and _remove_abandoned(entry.path):
                         removed += 1
                 except FileNotFoundError:
                     pass
@@ -141,24 +145,43 @@ class ArchiveWriter:
         return removed
 
 
+def _fill(fd: int, tmp: Path, final: Path, data: bytes) -> None:
+    """Write, fsync and rename the locked temp file ``fd`` into place."""
+    view = memoryview(data)
+    _write_all(fd, view[: len(view) // 2])
+    crash_point("archive.partial")  # half the bytes in the temp file
+    _write_all(fd, view[len(view) // 2 :])
+    os.fsync(fd)
+    if os.fstat(fd).st_nlink == 0:
+        raise OSError(f"temporary file {tmp.name} was removed while it was written")
+    crash_point("archive.fsynced")  # complete temp file, not yet renamed
+    os.replace(tmp, final)
+
+
 def _write_all(fd: int, view: memoryview) -> None:
     while view:
         view = view[os.write(fd, view) :]
 
 
-def _in_use(path: str) -> bool:
-    """Is a writer (this or another process) still writing this temp file? It holds a flock on it."""
+def _remove_abandoned(path: str) -> bool:
+    """Unlink a temp file unless a writer (this or another process) holds its flock, i.e. is writing it.
+
+    The lock is held across the unlink: a writer that created the file but has not locked it yet gets
+    the lock only after the unlink, sees the file gone (st_nlink 0) and starts again (see ``write``).
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        os.unlink(path)
         return True
     finally:
         os.close(fd)
-    return False
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 from albumd.pipeline.diffusion.params import ModelConfig
+from albumd.pipeline.imageio import DEFAULT_PNG_COMPRESS_LEVEL
 from albumd.pipeline.photo import PipelineSettings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -54,6 +55,12 @@ class _Strict(BaseModel):
 
 class WatcherSettings(_Strict):
     stable_s: float = Field(5.0, ge=0, description="a file counts once its size and mtime held this long")
+    empty_stable_s: float = Field(
+        120.0,
+        ge=0,
+        description="an empty file counts only once it stayed empty this long (scanners and copy tools "
+        "create the file first and write it later); then it fails as empty",
+    )
     rescan_interval_s: float = Field(300.0, gt=0, description="full rescan of the inbox (also at start)")
     mode: Literal["auto", "native", "polling"] = Field(
         "auto", description="auto: inotify on local disks, polling on network mounts (nfs, cifs, ...)"
@@ -99,8 +106,21 @@ class Config(_Strict):
     retry_backoff_max_s: float = Field(3600.0, ge=0, description="longest retry delay")
     crash_limit: int = Field(2, ge=1, description="a job whose worker died this often is quarantined")
     reaper_interval_s: float = Field(60.0, gt=0, description="how often expired leases are returned")
+    idle_poll_s: float = Field(
+        1.0,
+        gt=0,
+        description="how often an idle worker looks for jobs queued elsewhere (other hosts, `albumd retry`); "
+        "files from its own inbox wake it at once",
+    )
     max_image_pixels: int = Field(200_000_000, ge=1, description="decompression-bomb limit")
     output_format: Literal["png", "tif"] = Field("png", description="format of the restored photo")
+    png_compress_level: int = Field(
+        DEFAULT_PNG_COMPRESS_LEVEL,
+        ge=0,
+        le=9,
+        description="zlib level of the PNGs written, lossless at every level: 9 smallest and slowest; "
+        "grainy scans shrink little past 4",
+    )
     compare_max_side: int = Field(2400, ge=64, description="longest side of the before|after sheet")
     face_crops: bool = Field(
         False, description="also write each face's before|after crop (<stem>.face<N>.jpg) for review"

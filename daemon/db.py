@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_IDLE_IN_TRANSACTION_MS = 60_000
 # An arbitrary constant shared by every albumd process: the PostgreSQL advisory lock that serialises
 # schema upgrades when several daemons start at once.
 PG_MIGRATION_LOCK = 0x616C62756D64
@@ -36,7 +37,13 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _sqlite_pragmas(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
+    # A worker frozen inside a transaction (SIGSTOP, a hung NFS read under a lock) would hold its row
+    # locks for ever and the reaper, which skips locked rows, could never return its jobs: the server
+    # ends such a transaction after PG_IDLE_IN_TRANSACTION_MS. albumd's transactions are all short.
+    connect_args = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args["options"] = f"-c idle_in_transaction_session_timeout={PG_IDLE_IN_TRANSACTION_MS}"
+    return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4, connect_args=connect_args)
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from .config import Config
-from .mounts import fs_type, is_network
+from .mounts import fs_type, is_network, sqlite_network_problem
 
 MIN_FREE_BYTES = 2 * 1024**3
 
@@ -76,20 +76,15 @@ def _folders(c: Config) -> list[Check]:
                 f"{free / 1024**3:.1f} GiB free" + ("" if status == "ok" else "; free some space"),
             )
         )
-    if c.database_url is None and c.state_dir.exists() and is_network(c.state_dir):
-        out.append(
-            Check(
-                "state_dir",
-                "fail",
-                "SQLite on a network filesystem is unsafe: move state_dir or use PostgreSQL",
-            )
-        )
     return out
 
 
 def _database(c: Config) -> Check:
     from . import db
 
+    problem = sqlite_network_problem(c.db_url)
+    if problem:  # not even opened: that would create the database file there
+        return Check("database", "fail", problem)
     try:
         engine = db.make_engine(c.db_url)
         current = db.current_revision(engine)

@@ -20,6 +20,26 @@ from pathlib import Path
 from .config import Config
 from .naming import render_key
 
+# A file name that is not valid UTF-8 (a Latin-1 name from an old scanner, camera or Windows share) reaches
+# Python with each undecodable byte as a lone surrogate U+DC80-U+DCFF (PEP 383). No database, JSON
+# document or log line can hold those, so the inbox-relative path albumd stores and reports carries each
+# such byte as the private-use character U+F780-U+F7FF instead, and turns it back into the byte to open
+# the file. Real names holding U+F780-U+F7FF themselves are therefore not taken (see ``why_not``).
+_SURROGATES = range(0xDC80, 0xDD00)
+_PRIVATE = range(0xF780, 0xF800)
+_TO_TEXT = dict(zip(_SURROGATES, _PRIVATE, strict=True))
+_TO_NAME = dict(zip(_PRIVATE, _SURROGATES, strict=True))
+
+
+def name_to_text(name: str) -> str:
+    """A file name as the OS gave it -> text any database, JSON file or terminal takes (reversible)."""
+    return name.translate(_TO_TEXT)
+
+
+def text_to_name(text: str) -> str:
+    """The inverse of ``name_to_text``: the name to open the file by."""
+    return text.translate(_TO_NAME)
+
 
 class InboxReadError(Exception):
     """The inbox file cannot be read as given (gone, changed, not a regular file, outside the inbox)."""
@@ -48,18 +68,29 @@ class Inbox:
         patterns = self.config.watcher.ignore
         return any(fnmatch.fnmatchcase(part, pat) for part in rel_parts for pat in patterns)
 
-    def relative(self, path: Path) -> tuple[str, ...] | None:
+    def _parts(self, path: Path) -> tuple[str, ...] | None:
         try:
             rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(self.root))
         except ValueError:
             return None
         return rel.parts or None
 
+    def relative(self, path: Path) -> tuple[str, ...] | None:
+        """The path's components below the inbox as stored text (see ``name_to_text``), or None."""
+        parts = self._parts(path)
+        return tuple(name_to_text(p) for p in parts) if parts else None
+
+    def path_of(self, rel: str) -> Path:
+        """The file an inbox-relative path recorded by ``relative`` names."""
+        return self.root / text_to_name(rel)
+
     def why_not(self, path: Path) -> str | None:
         """None if ``path`` may be a photo to ingest, else the reason it is skipped."""
-        parts = self.relative(path)
+        parts = self._parts(path)
         if parts is None:
             return "not inside the inbox"
+        if any(ord(c) in _PRIVATE for part in parts for c in part):
+            return "the name holds a private-use character U+F780-U+F7FF, which albumd reserves; rename it"
         if self.ignored(parts):
             return "matches the ignore list"
         if path.suffix.lower() not in self.config.watcher.extensions:
@@ -119,7 +150,7 @@ class Inbox:
 
     def read(self, rel: str) -> bytes:
         """Read an inbox file's bytes, refusing anything that is not a regular file inside the inbox."""
-        path = self.root / rel
+        path = self.path_of(rel)
         reason = self.why_not(path)
         if reason is not None:
             raise InboxReadError(f"{rel}: {reason}")
@@ -167,11 +198,14 @@ class StabilityTracker:
     """A file counts once its size and mtime stayed the same for ``stable_s``.
 
     The wait restarts on every change and never gives up, so a scanner that pauses mid-file is waited for.
+    An empty file waits ``empty_stable_s`` instead (default: ``stable_s``): a scanner creates its file when
+    the scan starts and may write nothing until its lamp has warmed up.
     Thread-safe: watcher threads call ``observe``; the main loop calls ``due``.
     """
 
-    def __init__(self, stable_s: float) -> None:
+    def __init__(self, stable_s: float, empty_stable_s: float | None = None) -> None:
         self.stable_s = stable_s
+        self.empty_stable_s = stable_s if empty_stable_s is None else max(stable_s, empty_stable_s)
         self._clock = time.monotonic
         self._lock = threading.Lock()
         self._pending: dict[Path, tuple[int, int, float]] = {}
@@ -206,15 +240,16 @@ class StabilityTracker:
                     self._pending.pop(path, None)
                 continue
             key = (st.st_size, st.st_mtime_ns)
-            # A file last modified longer than stable_s ago only needs one confirming look (startup
+            wait = self.stable_s if st.st_size else self.empty_stable_s
+            # A file last modified longer than the wait ago only needs one confirming look (startup
             # rescans of a full inbox should not wait stable_s per file).
-            old = time.time() - st.st_mtime_ns / 1e9 >= self.stable_s
+            old = time.time() - st.st_mtime_ns / 1e9 >= wait
             with self._lock:
                 if path not in self._pending:
                     continue
                 if key != (size, mtime):
                     self._pending[path] = (key[0], key[1], now)
-                elif now - since >= self.stable_s or old:
+                elif now - since >= wait or old:
                     del self._pending[path]
                     ready.append(path)
         return ready

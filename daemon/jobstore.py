@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +23,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .archive import crash_point
 from .models import Job, JobSource, JobState, Worker, utcnow
-from .naming import next_free_key
 
 ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
+IDLE_WORKER_STATES = ("idle", "paused")
+# How often a worker that stays idle (or paused) re-confirms its row: rarely, so that an idle daemon
+# leaves the disk alone; `albumd status` allows for it (see JobStore.workers).
+IDLE_REFRESH_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class JobStore:
     def __init__(self, sessions: sessionmaker[Session], worker_id: str | None = None) -> None:
         self.sessions = sessions
         self.worker_id = worker_id or f"{socket.gethostname()}:{_pid()}"
+        # (state, batch JSON) of this store's last worker_status write, and when (monotonic).
+        self._last_status: tuple[tuple[str, str | None], float] | None = None
 
     # -- ingest -----------------------------------------------------------------------------------
 
@@ -65,6 +71,28 @@ class JobStore:
                 )
             ).first()
             return row is not None
+
+    def _dialect(self) -> str:
+        bind = self.sessions.kw.get("bind")
+        return bind.dialect.name if bind is not None else ""
+
+    def known_sources(self, under: str | None = None) -> set[tuple[str, int, int]]:
+        """Every recorded ``(path, size, mtime_ns)``, or those below the inbox folder ``under``.
+
+        One SELECT for a whole scan instead of one ``known_source`` per file: a rescan of a large,
+        already ingested inbox costs one query plus a set lookup per file (about 150 bytes of memory per
+        recorded file while the scan runs).
+        """
+        stmt = select(JobSource.path, JobSource.size, JobSource.mtime_ns)
+        if under:
+            # A range, not LIKE: the path index answers it on both backends and no character of the
+            # folder name needs escaping. "0" is the character after "/", so this is "under/..." exactly
+            # under byte-order comparison (SQLite; PostgreSQL compares COLLATE "C" here on purpose).
+            lo, hi = under.rstrip("/") + "/", under.rstrip("/") + "0"
+            col = JobSource.path.collate("C") if self._dialect() == "postgresql" else JobSource.path
+            stmt = stmt.where(col >= lo, col < hi)
+        with self.sessions() as s:
+            return {(path, size, mtime_ns) for path, size, mtime_ns in s.execute(stmt)}
 
     def enqueue(
         self,
@@ -105,22 +133,12 @@ class JobStore:
             job = s.execute(select(Job).where(Job.sha256 == sha256)).scalar_one_or_none()
             created = job is None
             if job is None:
-                taken = set(
-                    s.execute(
-                        select(Job.archive_key).where(
-                            or_(
-                                Job.archive_key == archive_key,
-                                Job.archive_key.like(_like_prefix(archive_key), escape="\\"),
-                            )
-                        )
-                    ).scalars()
-                )
                 job = Job(
                     sha256=sha256,
                     album=album,
                     path=path,
                     bytes=size,
-                    archive_key=next_free_key(archive_key, lambda k: k in taken or key_in_use(k)),
+                    archive_key=_free_key(s, archive_key, key_in_use),
                     state=JobState.QUEUED,
                     attempts=0,
                     crashes=0,
@@ -129,9 +147,17 @@ class JobStore:
                 )
                 s.add(job)
                 s.flush()
-            source = s.execute(
-                select(JobSource).where(JobSource.job_id == job.id, JobSource.path == path)
-            ).scalar_one_or_none()
+            # The path now holds these bytes: a record of it holding other content before (a file
+            # replaced under the same name) goes in the same transaction, so a crash cannot leave the
+            # path forgotten but not re-recorded, and a new file costs one commit, not two.
+            s.execute(delete(JobSource).where(JobSource.path == path, JobSource.job_id != job.id))
+            source = (
+                None
+                if created
+                else s.execute(
+                    select(JobSource).where(JobSource.job_id == job.id, JobSource.path == path)
+                ).scalar_one_or_none()
+            )
             if source is None:
                 s.add(JobSource(job_id=job.id, path=path, size=size, mtime_ns=mtime_ns, seen_at=now))
             else:
@@ -143,7 +169,10 @@ class JobStore:
         return result
 
     def forget_source(self, path: str) -> int:
-        """The inbox file is gone or changed: drop the path record (the job and its archive stay)."""
+        """The inbox file is gone (deleted after archiving): drop the path record (the job stays).
+
+        A path that now holds other content needs no call: ``enqueue`` replaces its record.
+        """
         with self.sessions.begin() as s:
             return s.execute(delete(JobSource).where(JobSource.path == path)).rowcount or 0
 
@@ -166,6 +195,15 @@ class JobStore:
                 .scalars()
                 .all()
             )
+            # Every claimed job's inbox paths in one query (not one per job), oldest record first.
+            sources: dict[int, list[str]] = {job.id: [] for job in rows}
+            if rows:
+                for job_id, src in s.execute(
+                    select(JobSource.job_id, JobSource.path)
+                    .where(JobSource.job_id.in_(list(sources)))
+                    .order_by(JobSource.id)
+                ):
+                    sources[job_id].append(src)
             claimed: list[ClaimedJob] = []
             for job in rows:
                 job.state = JobState.RUNNING
@@ -174,15 +212,9 @@ class JobStore:
                 job.started_at = now
                 job.updated_at = now
                 job.progress = "claimed"
-                sources = list(
-                    s.execute(
-                        select(JobSource.path).where(JobSource.job_id == job.id).order_by(JobSource.id)
-                    ).scalars()
-                )
+                paths = sources[job.id]
                 claimed.append(
-                    ClaimedJob(
-                        job.id, job.sha256, job.album, job.path, job.archive_key, job.attempts, sources
-                    )
+                    ClaimedJob(job.id, job.sha256, job.album, job.path, job.archive_key, job.attempts, paths)
                 )
             if claimed:
                 s.flush()
@@ -445,29 +477,59 @@ class JobStore:
                 )
                 s.add(w)
             w.state, w.heartbeat_at, w.current_batch = state, now, None
+        self._last_status = ((state, None), time.monotonic())
 
-    def worker_status(self, state: str, batch: dict[str, Any] | None = None) -> None:
+    def worker_status(
+        self, state: str, batch: dict[str, Any] | None = None, refresh_s: float | None = None
+    ) -> bool:
+        """Record this worker's state (what `albumd status` shows). Returns whether it wrote.
+
+        With ``refresh_s``, a call that would write the same state and batch as this store's last write,
+        made less than ``refresh_s`` ago, writes nothing: the idle loop asks every second, and a write
+        each time would keep a NAS disk from ever spinning down.
+        """
+        current = (state, json.dumps(batch) if batch else None)
+        now = time.monotonic()
+        if refresh_s is not None and self._last_status is not None:
+            last, at = self._last_status
+            if last == current and now - at < refresh_s:
+                return False
         with self.sessions.begin() as s:
             s.execute(
                 update(Worker)
                 .where(Worker.id == self.worker_id)
-                .values(
-                    state=state, heartbeat_at=utcnow(), current_batch=json.dumps(batch) if batch else None
-                )
+                .values(state=current[0], heartbeat_at=utcnow(), current_batch=current[1])
             )
+        self._last_status = (current, now)
+        return True
 
     def unregister_worker(self) -> None:
         with self.sessions.begin() as s:
             s.execute(delete(Worker).where(Worker.id == self.worker_id))
 
     def workers(self, stale_after_s: float) -> list[dict[str, Any]]:
-        cutoff = utcnow() - timedelta(seconds=stale_after_s)
+        """Registered workers; one that stopped reporting is shown as ``unresponsive``.
+
+        An idle or paused worker only re-confirms its row every ``IDLE_REFRESH_S``, so it is judged
+        against that; a worker on this host whose process is gone is unresponsive at once.
+        """
+        now = utcnow()
+        cutoff = now - timedelta(seconds=stale_after_s)
+        idle_cutoff = now - timedelta(seconds=max(stale_after_s, 2 * IDLE_REFRESH_S))
+        host = socket.gethostname()
+
+        def state(w: Worker) -> str:
+            if w.hostname == host and not _alive(w.pid):
+                return "unresponsive"
+            fresh = w.heartbeat_at >= (idle_cutoff if w.state in IDLE_WORKER_STATES else cutoff)
+            return w.state if fresh else "unresponsive"
+
         with self.sessions() as s:
             rows = s.execute(select(Worker).order_by(Worker.started_at)).scalars().all()
             return [
                 {
                     "id": w.id,
-                    "state": w.state if w.heartbeat_at >= cutoff else "unresponsive",
+                    "state": state(w),
                     "heartbeat_at": w.heartbeat_at.isoformat(),
                     "current_batch": json.loads(w.current_batch) if w.current_batch else None,
                 }
@@ -475,9 +537,26 @@ class JobStore:
             ]
 
 
-def _like_prefix(key: str) -> str:
-    escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "\\_%"
+# Archive names probed per query when reserving one: the name and its first _1.._15 variants.
+KEY_PROBE = 16
+
+
+def _free_key(s: Session, key: str, key_in_use: Callable[[str], bool]) -> str:
+    """``next_free_key`` against the jobs table: ``key``, else the first free ``key_1``, ``key_2``...
+
+    The candidates are probed by equality (``IN``), which the unique index on ``archive_key`` answers on
+    both backends whatever the database's collation, instead of reading every key with the prefix
+    (``LIKE ... ESCAPE`` cannot use the index, and a ``>= / <`` range is only right under byte order,
+    which a PostgreSQL database in e.g. en_US.UTF-8 does not use).
+    """
+    start = 0
+    while True:
+        batch = [key if n == 0 else f"{key}_{n}" for n in range(start, start + KEY_PROBE)]
+        taken = set(s.execute(select(Job.archive_key).where(Job.archive_key.in_(batch))).scalars())
+        for candidate in batch:
+            if candidate not in taken and not key_in_use(candidate):
+                return candidate
+        start += KEY_PROBE
 
 
 def _pid() -> int:

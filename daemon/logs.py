@@ -48,6 +48,9 @@ def _text(value: Any) -> str:
 
 
 def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
+    # A file name that is not valid UTF-8 must not make a log line fail to print (it would be lost).
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import PurePosixPath
 
 MAX_COMPONENT = 120
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+# Besides separators and control characters: lone surrogates (undecodable bytes of a file name, PEP 383)
+# and U+F780-U+F7FF (how the inbox records them, daemon/inbox.py), which no archive name should show.
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|\ud800-\udfff\uf780-\uf7ff]')
 
 
 def safe_component(name: str, fallback: str = "_") -> str:

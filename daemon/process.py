@@ -10,6 +10,7 @@ import hashlib
 import importlib.metadata
 import json
 import platform
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +21,7 @@ import numpy as np
 from albumd.pipeline.faces import align_face
 from albumd.pipeline.imageio import encode_image, load_image, thumbnail
 from albumd.pipeline.photo import PreparedPhoto, PreparedPrint, finish_photo, prepare_photo
-from albumd.pipeline.stage import jsonable
+from albumd.pipeline.stage import StageRecord, jsonable
 
 from .archive import ArchiveWriter, Written
 from .config import Config
@@ -44,6 +45,9 @@ class PhotoJob:
     job_id: int | None = None
     sha256: str = ""
     started_at: datetime = field(default_factory=utcnow)
+    """When work on this photo began (its bytes read, decoding next): the audit's ``started_at``. In a batch
+    the photo then waits for the others' CPU stages and the shared GPU stage before it is written, so
+    ``finished_at - started_at`` is not its own work time; ``stages[].seconds`` are."""
 
     def __post_init__(self) -> None:
         if not self.sha256:
@@ -55,18 +59,60 @@ class Prepared:
     job: PhotoJob
     photo: PreparedPhoto
     errors: list[str] = field(default_factory=list)
+    decode: StageRecord | None = None
+    """The decode, timed like a stage so that the audit says where all of the photo's time went."""
 
 
 def prepare(job: PhotoJob, config: Config) -> Prepared:
     """Decode and run the CPU stages. Raises ImageDecodeError for a file that is not a usable photo."""
+    start = time.perf_counter()
     loaded = load_image(job.data, max_pixels=config.max_image_pixels)
+    decode = StageRecord(
+        name="decode",
+        seconds=time.perf_counter() - start,
+        parameters={"max_image_pixels": config.max_image_pixels},
+        result={
+            "format": loaded.format,
+            "width": loaded.width,
+            "height": loaded.height,
+            "bit_depth": loaded.bit_depth,
+        },
+    )
     photo = prepare_photo(loaded, config.pipeline)
-    return Prepared(job=job, photo=photo)
+    return Prepared(job=job, photo=photo, decode=decode)
 
 
-def write(prep: Prepared, config: Config, writer: ArchiveWriter, model_info: dict[str, Any]) -> str:
-    """Encode and write every output, the audit record last. Returns the audit's archive path."""
+class _Recorder(ArchiveWriter):
+    """A photo's writer that notes each archive path as soon as its file is in place."""
+
+    def __init__(self, writer: ArchiveWriter, written: list[str]) -> None:
+        super().__init__(writer.root)
+        self.file_mode, self.dir_mode = writer.file_mode, writer.dir_mode
+        self.written = written
+
+    def write(self, role: str, relpath: str, data: bytes) -> Written:
+        out = super().write(role, relpath, data)
+        self.written.append(relpath)
+        return out
+
+
+def write(
+    prep: Prepared,
+    config: Config,
+    writer: ArchiveWriter,
+    model_info: dict[str, Any],
+    written: list[str] | None = None,
+) -> str:
+    """Encode and write every output, the audit record last. Returns the audit's archive path.
+
+    ``written`` receives each archive path the moment its file is in place, so a caller whose write
+    failed halfway knows which files no audit record vouches for and can take them back.
+    """
+    if written is not None:
+        writer = _Recorder(writer, written)
     photo = finish_photo(prep.photo, config.pipeline)
+    # Timed from here to the audit: encoding, the atomic writes and their fsyncs (the `write` stage).
+    write_start = time.perf_counter()
     job = prep.job
     src = photo.source
     key = job.archive_key
@@ -79,6 +125,8 @@ def write(prep: Prepared, config: Config, writer: ArchiveWriter, model_info: dic
     split = len(photo.prints) > 1 or any(p.index > 0 for p in photo.prints)
     prints_audit: list[dict[str, Any]] = []
     stages: list[dict[str, Any]] = [dict(r.to_json(), print=None) for r in photo.stages]
+    if prep.decode is not None:
+        stages.insert(0, dict(prep.decode.to_json(), print=None))
     faces: list[dict[str, Any]] = []
     for p in photo.prints:
         base = f"{key}_p{p.index}" if split else key
@@ -120,7 +168,7 @@ def write(prep: Prepared, config: Config, writer: ArchiveWriter, model_info: dic
         "prints": prints_audit,
         "outputs": [{"role": o.role, "path": o.path, "sha256": o.sha256, "bytes": o.bytes} for o in outputs],
         "faces": faces,
-        "stages": stages,
+        "stages": [*stages, _write_record(config, outputs, time.perf_counter() - write_start)],
         "model": model_info,
         "software": software_versions(),
         "config_sha256": config.fingerprint(),
@@ -132,6 +180,15 @@ def write(prep: Prepared, config: Config, writer: ArchiveWriter, model_info: dic
     audit_path = f"{key}.audit.json"
     writer.write("audit", audit_path, json.dumps(jsonable(audit), indent=2, ensure_ascii=False).encode())
     return audit_path
+
+
+def _write_record(config: Config, outputs: list[Written], seconds: float) -> dict[str, Any]:
+    """The `write` stage: every output but the audit itself encoded, written atomically and fsynced."""
+    params = {"output_format": config.output_format, "png_compress_level": config.png_compress_level}
+    result = {"outputs": len(outputs), "bytes": sum(o.bytes for o in outputs)}
+    return dict(
+        StageRecord(name="write", seconds=seconds, parameters=params, result=result).to_json(), print=None
+    )
 
 
 def _write_print(
@@ -149,7 +206,15 @@ def _write_print(
         writer.write(
             "restored",
             f"{base}.restored.{fmt}",
-            encode_image(p.image, fmt, bit_depth=bit_depth, greyscale=greyscale, icc_profile=icc, exif=exif),
+            encode_image(
+                p.image,
+                fmt,
+                bit_depth=bit_depth,
+                greyscale=greyscale,
+                icc_profile=icc,
+                exif=exif,
+                png_compress_level=config.png_compress_level,
+            ),
         )
     ]
     before = p.before if p.before is not None else p.image
@@ -168,14 +233,16 @@ def _write_print(
     # the last one describes the output.
     artifacts = {role: arr for record in p.stages for role, arr in record.artifacts.items()}
     for role, arr in artifacts.items():
-        data = encode_image(arr, "png", greyscale=arr.ndim == 2)
+        data = encode_image(arr, "png", greyscale=arr.ndim == 2, png_compress_level=config.png_compress_level)
         out.append(writer.write(role, f"{base}.{role}.png", data))
     return out
 
 
 def compare_sheet(before: np.ndarray, after: np.ndarray, max_side: int, icc: bytes | None) -> bytes:
     """Before | after, side by side at the same height, as a JPEG for a quick morning review."""
-    h = max(before.shape[0], after.shape[0])
+    # Both sides are brought to the sheet's height first (at most max_side): a full-size sheet of a
+    # 1 x 20,000,000 strip would need terabytes for its gap column alone.
+    h = min(max(before.shape[0], after.shape[0]), max_side)
     a = _fit_height(before, h)
     b = _fit_height(after, h)
     gap = np.ones((h, max(4, h // 100), 3), np.float32)

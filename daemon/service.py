@@ -27,16 +27,15 @@ from .archive import ArchiveWriter
 from .config import Config
 from .face_stage import FaceStage, ModelError
 from .inbox import Inbox, InboxReadError, StabilityTracker
-from .jobstore import JobStore
+from .jobstore import IDLE_REFRESH_S, JobStore
 from .logs import event
-from .mounts import fs_type, is_network
+from .mounts import sqlite_network_problem
 from .watcher import Watcher
 from .worker import Worker
 
 log = logging.getLogger("albumd.daemon")
 
 TICK_S = 0.25
-IDLE_POLL_S = 1.0
 # Below this much free space the daemon stops claiming photos (an archive entry is a few times the scan).
 ARCHIVE_MIN_FREE = 64 * 1024 * 1024
 
@@ -53,27 +52,48 @@ def window_open(window: tuple[dtime, dtime] | None, now: datetime) -> bool:
 class Ingestor:
     """Stable inbox files into the job store (hash, dedupe by content, reserve the archive name)."""
 
-    def __init__(self, config: Config, store: JobStore, inbox: Inbox, tracker: StabilityTracker) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: JobStore,
+        inbox: Inbox,
+        tracker: StabilityTracker,
+        wake: threading.Event | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.inbox = inbox
         self.tracker = tracker
         self.writer = ArchiveWriter(config.archive)
         self.queued = 0
+        # Set when a job is queued, so that an idle worker starts on it at once instead of at its next poll.
+        self.wake = wake
+        # Files a scan found unrecorded, with the (size, mtime_ns) it saw: when one becomes due unchanged,
+        # ingest need not ask the database again before hashing it.
+        self._unrecorded: dict[str, tuple[int, int]] = {}
 
     def scan(self, folder: Path | None = None) -> int:
         """Note every candidate file under ``folder`` (default: the whole inbox) for the stability wait."""
         n = 0
         root = folder or self.inbox.root
+        parts = None if folder is None else self.inbox.relative(folder)  # None: the inbox root itself
+        whole = parts is None
         paths = self.inbox.walk() if folder is None else _walk(self.inbox, root)
+        # One query for the whole scan, then a set lookup per file: a periodic rescan of a large inbox
+        # that is already recorded must not cost a database round trip per file.
+        known = self.store.known_sources(None if parts is None else "/".join(parts))
+        unrecorded = {} if whole else self._unrecorded
         for path in paths:
             cand = self.inbox.candidate(path)
             if cand is None:
                 continue
-            if self.store.known_source(cand.rel, cand.size, cand.mtime_ns):
+            if (cand.rel, cand.size, cand.mtime_ns) in known:
                 continue
+            unrecorded[cand.rel] = (cand.size, cand.mtime_ns)
             self.tracker.observe(cand.path)
             n += 1
+        # A full scan starts the memo afresh, so entries of files that vanished do not pile up.
+        self._unrecorded = unrecorded
         return n
 
     def ingest(self, path: Path) -> None:
@@ -85,7 +105,10 @@ class Ingestor:
         cand = self.inbox.candidate(path)
         if cand is None:
             return
-        if self.store.known_source(cand.rel, cand.size, cand.mtime_ns):
+        # Files noted by the watcher (or changed since the scan saw them) are checked here, so that a
+        # known file is never hashed again.
+        scanned = self._unrecorded.pop(cand.rel, None) == (cand.size, cand.mtime_ns)
+        if not scanned and self.store.known_source(cand.rel, cand.size, cand.mtime_ns):
             return
         try:
             sha, size = self.inbox.hash_file(cand.path)
@@ -95,11 +118,13 @@ class Ingestor:
         if size != cand.size:
             self.tracker.observe(cand.path)  # it changed while we hashed it: wait again
             return
-        self.store.forget_source(cand.rel)  # the path may have held other content before
+        # One transaction: enqueue also drops the record of other content this path held before.
         result = self.store.enqueue(
             sha, cand.album, cand.rel, size, cand.mtime_ns, self.inbox.archive_key(cand), self._key_on_disk
         )
         self.queued += result.created
+        if result.created and self.wake is not None:
+            self.wake.set()
         event(
             log,
             "job.queued" if result.created else "job.duplicate",
@@ -145,10 +170,13 @@ class Daemon:
         self.watchdog_every_s = min(5.0, int(usec) / 2e6) if usec.isdigit() and int(usec) > 0 else 1.0
         self.worker_error: BaseException | None = None
         self.paused: str | None = None
+        # Wakes the idle worker: a job was queued or requeued here, or the daemon is stopping.
+        self.wake = threading.Event()
 
     def _signal(self, signum: int, _frame: FrameType | None) -> None:
         event(log, "daemon.stopping", signal=signal.Signals(signum).name)
         self.stop.set()
+        self.wake.set()
 
     def check_folders(self) -> None:
         c = self.config
@@ -156,12 +184,10 @@ class Daemon:
             if not path.is_dir():
                 raise SystemExit(f"albumd: {name} folder {path} does not exist (set `{name}` in the config)")
         c.state_dir.mkdir(parents=True, exist_ok=True)
-        if c.database_url is None and is_network(c.state_dir):
-            raise SystemExit(
-                f"albumd: state_dir {c.state_dir} is on a network filesystem ({fs_type(c.state_dir)}); "
-                "SQLite's WAL does not work there. Put state_dir on a local disk or use PostgreSQL "
-                "(database_url)."
-            )
+        # The default database and an explicit sqlite:// URL alike (see mounts.sqlite_network_problem).
+        problem = sqlite_network_problem(c.db_url)
+        if problem:
+            raise SystemExit(f"albumd: {problem}")
 
     def run(self) -> int:
         c = self.config
@@ -181,8 +207,8 @@ class Daemon:
         store.register_worker("starting")
         self._reap(store)
         inbox = Inbox(c)
-        tracker = StabilityTracker(c.watcher.stable_s)
-        ingestor = Ingestor(c, store, inbox, tracker)
+        tracker = StabilityTracker(c.watcher.stable_s, c.watcher.empty_stable_s)
+        ingestor = Ingestor(c, store, inbox, tracker, self.wake)
         watcher = None if self.once else Watcher(c.inbox, c.watcher, tracker)
         if watcher:
             watcher.start()
@@ -242,6 +268,7 @@ class Daemon:
                 time.sleep(TICK_S)
         finally:
             self.stop.set()
+            self.wake.set()
             self.notifier.notify("STOPPING=1")
             thread.join()
             worker.close()
@@ -302,6 +329,8 @@ class Daemon:
             else:
                 event(log, "archive.available", action="resumed")
         self.paused = problem
+        # Cleared before the claim: a job queued from here on sets it again and cuts the idle wait short.
+        self.wake.clear()
         if problem:
             claimed = 0
         elif self.once or window_open(self.config.window, datetime.now()):
@@ -312,9 +341,13 @@ class Daemon:
             idle.clear()
         else:
             idle.set()
-            worker.store.worker_status("paused" if problem else "idle")
+            # Written when the state changes and then only every IDLE_REFRESH_S, not every poll.
+            worker.store.worker_status("paused" if problem else "idle", refresh_s=IDLE_REFRESH_S)
             worker.last_progress = time.monotonic()
-            self.stop.wait(IDLE_POLL_S)
+            if not self.stop.is_set():
+                # The poll stays for jobs this process does not see being queued: other hosts on
+                # PostgreSQL, `albumd retry`, retry backoffs running out.
+                self.wake.wait(self.config.idle_poll_s)
         return problem
 
     def _status(self, store: JobStore, worker: Worker) -> None:
@@ -355,6 +388,8 @@ class Daemon:
             return
         if requeued or quarantined:
             event(log, "leases.reaped", requeued=requeued, quarantined=quarantined)
+        if requeued:
+            self.wake.set()
 
     def _housekeeping(self) -> None:
         removed = ArchiveWriter(self.config.archive).sweep(older_than_s=6 * 3600)

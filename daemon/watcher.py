@@ -57,6 +57,22 @@ class _Handler(FileSystemEventHandler):
             self.new_dirs.put(src)
 
 
+class _OverflowAlarm(logging.Handler):
+    """The kernel drops inotify events once its queue is full (max_queued_events, 16384 by default): a
+    10,000-file copy while the daemon is stalled. watchdog rebuilds its watches but tells its handlers
+    nothing, only logs a warning; without a cue the dropped files would wait for the next periodic rescan.
+    The cue is that warning: it queues a rescan of the whole inbox."""
+
+    def __init__(self, root: Path, new_dirs: queue.SimpleQueue[Path]) -> None:
+        super().__init__(logging.WARNING)
+        self.root = root
+        self.new_dirs = new_dirs
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.new_dirs.put(self.root)
+
+
 class Watcher:
     def __init__(self, root: Path, settings: WatcherSettings, tracker: StabilityTracker) -> None:
         self.root = root
@@ -65,6 +81,7 @@ class Watcher:
         self.new_dirs: queue.SimpleQueue[Path] = queue.SimpleQueue()
         self.observers: list[BaseObserver] = []
         self.modes: dict[str, str] = {}
+        self._alarm = _OverflowAlarm(root, self.new_dirs)
 
     def mode_for(self, folder: Path, table: list[tuple[str, str]]) -> str:
         for path, mode in self.settings.folder_modes.items():
@@ -75,6 +92,8 @@ class Watcher:
         return "polling" if is_network(folder, table) else "native"
 
     def start(self) -> None:
+        # On the "watchdog" logger, which its inotify modules' loggers propagate to.
+        logging.getLogger("watchdog").addHandler(self._alarm)
         table = mounts()
         handler = _Handler(self.tracker, self.new_dirs)
         folders = [self.root, *network_mounts_under(self.root, table)]
@@ -102,6 +121,7 @@ class Watcher:
         for o in self.observers:
             o.join(timeout=5)
         self.observers.clear()
+        logging.getLogger("watchdog").removeHandler(self._alarm)
 
     def drain_new_dirs(self) -> list[Path]:
         dirs: list[Path] = []

@@ -7,6 +7,7 @@ at once, then each photo is written. Errors are per photo: one bad file never fa
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -159,10 +160,15 @@ class Worker:
             event(log, "job.lease_lost", logging.WARNING, job_id=job.id)
             return
         self._progress(job, "writing archive")
+        written: list[str] = []
         try:
             self.writer.ensure_root()
             self._record_people(job, prep)
-            audit_path = write(prep, self.config, self.writer, self.faces.model_info())
+            try:
+                audit_path = write(prep, self.config, self.writer, self.faces.model_info(), written)
+            except Exception:
+                self._take_back(job, prep, written)
+                raise
             self.store.complete(job.id, audit_path)
             beat.done(job.id)
             event(log, "job.done", job_id=job.id, path=job.path, audit=audit_path)
@@ -179,6 +185,36 @@ class Worker:
             return
         if self.config.inbox_after == "delete":
             self._delete_sources(job, prep)
+
+    def _take_back(self, job: ClaimedJob, prep: Prepared, written: list[str]) -> None:
+        """A write failed halfway (disk full, an encoder raising): remove what this job has in the archive,
+        so that no file lies there which no audit record vouches for, whether the job is retried or ends
+        failed. That includes an audit record an earlier, interrupted attempt left (with the files it
+        names): it would now vouch for files that are gone or rewritten. Only while the job is still
+        ours: after a takeover, another worker is writing the same names."""
+        if not written:
+            return  # nothing was replaced: an earlier attempt's files, if any, are still consistent
+        try:
+            if self.store.heartbeat([job.id], self.config.lease_s):
+                return
+        except Exception as exc:
+            event(log, "archive.keep", logging.WARNING, job_id=job.id, reason=str(exc))
+            return
+        audit = f"{prep.job.archive_key}.audit.json"
+        paths = [audit]
+        try:
+            paths += [o["path"] for o in json.loads(self.writer.target(audit).read_bytes())["outputs"]]
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            event(log, "archive.stale_audit", logging.WARNING, job_id=job.id, reason=str(exc))
+        # The audit goes first: at no moment does a record vouch for a file that is already gone.
+        for rel in dict.fromkeys([*paths, *written]):
+            try:
+                self.writer.target(rel).unlink(missing_ok=True)
+            except OSError as exc:
+                event(log, "archive.keep", logging.WARNING, job_id=job.id, path=rel, reason=str(exc))
+        event(log, "archive.taken_back", job_id=job.id, files=len(written))
 
     def _record_people(self, job: ClaimedJob, prep: Prepared) -> None:
         prints = prep.photo.prints
@@ -218,7 +254,7 @@ class Worker:
             event(log, "inbox.keep", logging.WARNING, job_id=job.id, reason=str(exc))
             return
         for rel in self.store.sources_of(job.id):
-            path = self.inbox.root / rel
+            path = self.inbox.path_of(rel)
             try:
                 if self.inbox.hash_file(path)[0] == job.sha256:
                     path.unlink()

@@ -53,6 +53,11 @@ def load_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage
     """Decode a photo from its file bytes. Raises ImageDecodeError with a specific reason."""
     if not data:
         raise ImageDecodeError("the file is empty (0 bytes)")
+    # Pillow's own bomb check (a warning over Image.MAX_IMAGE_PIXELS, 89M by default, an error over twice
+    # that) runs inside Image.open and would refuse a 1200 dpi flatbed scan (~140M pixels) that
+    # max_image_pixels allows: it is raised to the configured limit, which is then checked below.
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -74,7 +79,10 @@ def load_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(f"decompression bomb refused: {exc}") from exc
+        # Pillow names its own figure (its limit, or twice it for an error): say which one albumd uses.
+        raise ImageTooLargeError(
+            f"decompression bomb refused (max_image_pixels is {max_pixels:,}): {exc}"
+        ) from exc
     except UnidentifiedImageError as exc:
         kind = _fmt_name(data)
         if kind != "image":
@@ -242,6 +250,10 @@ def _apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 
 OutputFormat = Literal["png", "tif", "jpg"]
+# zlib level of PNG output. Scans are grainy and compress little whatever the level: on restored
+# 1500x1125 scans 4 takes 0.42x the time of 6 for 3 % more bytes (bench/bench_png.py,
+# docs/performance.md). Every level is lossless.
+DEFAULT_PNG_COMPRESS_LEVEL = 4
 
 
 def to_uint(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
@@ -258,6 +270,7 @@ def encode_image(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     quality: int = 92,
+    png_compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL,
 ) -> bytes:
     """Encode (H, W, 3) or (H, W) float pixels, carrying ICC and EXIF into the file."""
     if pixels.ndim == 3 and greyscale:
@@ -267,13 +280,13 @@ def encode_image(
     arr = to_uint(pixels, bit_depth)
     if fmt == "png":
         if bit_depth == 16 and arr.ndim == 3:
-            ok, buf = cv2.imencode(".png", arr[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 6])
+            ok, buf = cv2.imencode(".png", arr[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, png_compress_level])
             if not ok:
                 raise OSError("PNG encoding failed")
             return _png_add_chunks(buf.tobytes(), icc_profile, exif)
         im = Image.fromarray(arr)  # uint16 2-D becomes mode I;16
         out = io.BytesIO()
-        kwargs: dict[str, object] = {"compress_level": 6}
+        kwargs: dict[str, object] = {"compress_level": png_compress_level}
         if icc_profile:
             kwargs["icc_profile"] = icc_profile
         if exif:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -132,6 +134,24 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
     with pytest.raises(ImageTooLargeError, match="25,000,000 pixels"):
         load_image(big, max_pixels=10_000_000)
     assert load_image(big, max_pixels=30_000_000).width == 5000
+
+
+def test_pixel_limit_is_the_configured_one_not_pillows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1200 dpi flatbed scan (~95-140M pixels) is under max_image_pixels (200M) but over Pillow's own
+    bomb limit (89M): found by the hostile-input suite, it was refused with Pillow's limit in the message.
+    Here a header claiming 10000x9500 with broken data: it must get as far as decoding."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)  # Pillow's default, as in a fresh process
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10_000, 9_500, 8, 0, 0, 0, 0))
+    data = header + chunk(b"IDAT", b"not zlib data at all") + chunk(b"IEND", b"")
+    with pytest.raises(ImageDecodeError) as err:
+        load_image(data, max_pixels=200_000_000)
+    assert not isinstance(err.value, ImageTooLargeError), err.value
+    with pytest.raises(ImageTooLargeError, match="95,000,000 pixels"):
+        load_image(data, max_pixels=90_000_000)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from albumd.daemon import db
@@ -148,8 +149,11 @@ def test_release_returns_jobs_without_counting_an_attempt(db_url: str) -> None:
     assert all(s.get(i).attempts == 0 for i in ids)
 
 
-def _claimer(url: str, name: str, out: mp.Queue) -> None:
+def _claimer(url: str, name: str, ready: mp.Queue, start: Any, out: mp.Queue) -> None:
     store = make_store(url, worker=name)
+    store.counts()  # connected before the start
+    ready.put(name)
+    start.wait(120)
     mine = []
     while batch := store.claim(3, 60):
         for job in batch:
@@ -163,9 +167,16 @@ def test_concurrent_workers_never_claim_the_same_job(db_url: str) -> None:
     ids = add(s, 120)
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
-    procs = [ctx.Process(target=_claimer, args=(db_url, f"w{i}", out)) for i in range(4)]
+    ready: mp.Queue = ctx.Queue()
+    start = ctx.Event()
+    procs = [ctx.Process(target=_claimer, args=(db_url, f"w{i}", ready, start, out)) for i in range(4)]
     for p in procs:
         p.start()
+    # Start them together: a process spawns in seconds on a busy machine, and the first one up could
+    # otherwise drain the whole queue (a few hundred ms) before the others have imported albumd.
+    for _ in procs:
+        ready.get(timeout=120)
+    start.set()
     results = [out.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(timeout=30)
