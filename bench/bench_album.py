@@ -22,8 +22,9 @@ photos - pipeline per photo (target < 5 %), also given against the stage sum alo
 overhead once the fixed start/exit cost (the empty-inbox run) is taken out. ``--no-faces`` turns face
 finding off (``pipeline.faces.enabled: false``).
 
-``--scaling`` runs albums of 1, 4, 12, 24 photos at 1200 px and albums of 3 photos at 800..2400 px, and
-plots wall time against photos and per-photo stage times against megapixels.
+``--scaling`` runs albums of 1, 4, 12, 24 photos at 1200 px, albums of 3 photos at 800..2400 px, and
+albums of 3 photos at 1200 px with 0, 1, 2, 4, 8, 16 faces on each (``make_face_album``), and plots wall
+time against photos and per-photo stage times against megapixels and against faces found.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ from benchlib import RESULTS, config_dict, daemon_env, make_folders, pct, write_
 SAMPLES = ("astronaut", "camera", "chelsea", "coffee", "rocket")
 BASE_LONG_SIDE = 2000
 STAGES = ("split", "tone", "defects", "denoise")
+# Audit stage records of the decode and the archive write (since the overhead fixes): reported on their
+# own, not in the stage sum, which the in-process decode and encode/write timings are added to.
+IO_STAGES = ("decode", "write")
 
 
 def aged_bases(cache: Path) -> list[tuple[str, np.ndarray]]:
@@ -116,13 +120,75 @@ def make_album(
     return total
 
 
+# The astronaut's face in scikit-image's 512 px astronaut photo (x, y, w, h), as albumd's detector finds it.
+ASTRONAUT_FACE_512 = (163, 68, 107, 106)
+
+
+def make_face_album(inbox: Path, n: int, long_side: int, faces: int, seed: int = 0) -> int:
+    """n landscape 4:3 scans with ``faces`` faces each, so that only the number of faces changes between
+    albums, not the resolution or the kind of photo: tiles of the astronaut's head (mirrored every other
+    tile) on a grid over a photo without people (coffee, rocket), the whole then aged by ``age_photo``
+    (its own seed per scan). albumd finds every face up to 8 per scan at 1200 px. Returns the bytes."""
+    import cv2
+    import skimage.data
+    from albumd.pipeline.degrade import age_photo
+    from albumd.pipeline.imageio import encode_image
+
+    astro = skimage.data.astronaut().astype(np.float32) / 255.0
+    x, y, w, h = ASTRONAUT_FACE_512
+    cx, cy, side = x + w / 2, y + h / 2, 2.2 * max(w, h)
+    head = astro[int(cy - side / 2) : int(cy + side / 2), int(cx - side / 2) : int(cx + side / 2)]
+    backs = [getattr(skimage.data, name)().astype(np.float32) / 255.0 for name in ("coffee", "rocket")]
+    album = inbox / "Family album 1958-1975"
+    album.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    old = time.time() - 3600
+    W, H = long_side, round(long_side * 3 / 4)
+    cols = max(1, int(np.ceil(np.sqrt(faces * 4 / 3))))
+    rows = max(1, int(np.ceil(faces / cols)))
+    cell_w, cell_h = W / cols, H / rows
+    tile = int(0.9 * min(cell_w, cell_h))
+    total = 0
+    for i in range(n):
+        back = backs[i % 2]
+        bh, bw = back.shape[:2]
+        cw = min(bw, bh * 4 / 3) * rng.uniform(0.8, 1.0)
+        bx, by = int(rng.uniform(0, bw - cw)), int(rng.uniform(0, bh - cw * 3 / 4))
+        crop = back[by : by + int(cw * 3 / 4), bx : bx + int(cw)]
+        img = cv2.resize(crop, (W, H), interpolation=cv2.INTER_CUBIC)
+        for f in range(faces):
+            r, c = divmod(f, cols)
+            src = np.ascontiguousarray(head[:, ::-1]) if (i + f) % 2 else head
+            tx, ty = int(c * cell_w + (cell_w - tile) / 2), int(r * cell_h + (cell_h - tile) / 2)
+            img[ty : ty + tile, tx : tx + tile] = cv2.resize(src, (tile, tile), interpolation=cv2.INTER_CUBIC)
+        # clip first: cubic overshoot above 1.0 would make age_photo take the image for uint8 values
+        aged = age_photo(np.clip(img, 0.0, 1.0), seed=seed * 1000 + i + 1)
+        data = encode_image(aged, "jpg", quality=92)
+        path = album / f"IMG_{i:04d}.jpg"
+        path.write_bytes(data)
+        os.utime(path, (old, old))
+        total += len(data)
+    return total
+
+
 def run_once(
-    base: Path, bases: list[tuple[str, np.ndarray]], n: int, long_side: int, faces: bool = True
+    base: Path,
+    bases: list[tuple[str, np.ndarray]],
+    n: int,
+    long_side: int,
+    faces: bool = True,
+    faces_per_photo: int | None = None,
 ) -> dict[str, Any]:
-    """Make the album, run the daemon once over it, and take its audit records apart."""
+    """Make the album, run the daemon once over it, and take its audit records apart. With
+    ``faces_per_photo`` the album is :func:`make_face_album`'s (that many faces on every scan)."""
 
     folders = make_folders(base)
-    nbytes = make_album(folders["inbox"], bases, n, long_side) if n else 0
+    if not n:
+        nbytes = 0
+    elif faces_per_photo is None:
+        nbytes = make_album(folders["inbox"], bases, n, long_side)
+    else:
+        nbytes = make_face_album(folders["inbox"], n, long_side, faces_per_photo)
     config_path = base / "config.yaml"
     extra: dict[str, Any] = {} if faces else {"pipeline": {"faces": {"enabled": False}}}
     config_path.write_text(yaml.safe_dump(config_dict(folders, None, log_level="WARNING", **extra)))
@@ -146,12 +212,15 @@ def run_once(
     if len(audits) != n:
         raise RuntimeError(f"{len(audits)} audit records for {n} photos")
     stage_s: dict[str, list[float]] = defaultdict(list)
+    io_s: dict[str, list[float]] = defaultdict(list)
     sums: list[float] = []
     span: list[float] = []
     for a in audits:
         per: dict[str, float] = defaultdict(float)
         for st in a["stages"]:
-            if st.get("skipped") is None:
+            if st["name"] in IO_STAGES:
+                io_s[st["name"]].append(st["seconds"])
+            elif st.get("skipped") is None:
                 per[st["name"]] += st["seconds"]
         for name in set(STAGES) | set(per):
             stage_s[name].append(per.get(name, 0.0))
@@ -162,6 +231,10 @@ def run_once(
         "faces_enabled": faces,
         "long_side": long_side,
         "inbox_mib": round(nbytes / 2**20, 1),
+        "faces_per_photo_placed": faces_per_photo,
+        "faces_found_per_photo": round(statistics.fmean(len(a.get("faces", [])) for a in audits), 3)
+        if audits
+        else 0.0,
         "wall_s": round(wall, 2),
         "daemon_cpu_s": round(
             (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system), 2
@@ -188,6 +261,7 @@ def run_once(
                 "encode_write_per_photo_s": round(encode_write_s, 4),
                 "pipeline_per_photo_s": round(pipe, 4),
                 "audit_started_to_finished_mean_s": round(span_mean, 3),
+                "audit_io_stages_per_photo_s": {k: round(statistics.fmean(v), 4) for k, v in io_s.items()},
                 "mpix": round(audits[0]["input"]["width"] * audits[0]["input"]["height"] / 1e6, 3),
                 "diffusion": audits[0]["model"]["status"],
             }
@@ -322,6 +396,8 @@ def main_scaling(args: argparse.Namespace, work: Path) -> None:
     sides = [600, 1000] if args.quick else [800, 1200, 1600, 2000, 2400]
     per_res = 2 if args.quick else 3
     count_side = 800 if args.quick else 1200
+    face_counts = [0, 2] if args.quick else [0, 1, 2, 4, 8, 16]
+    per_faces = 2 if args.quick else 3
     empty = run_once(work / "empty", bases, 0, count_side)
     by_count = []
     for n in counts:
@@ -339,25 +415,64 @@ def main_scaling(args: argparse.Namespace, work: Path) -> None:
         print(f"{per_res} photos @ {side}px ({r['mpix']} MP): {r['wall_per_photo_s']} s/photo wall, "
               f"stages {r['stage_sum_per_photo_s']} s", flush=True)  # fmt: skip
         shutil.rmtree(work / f"s{side}", ignore_errors=True)
-    xs = np.array([r["photos"] for r in by_count], float)
-    ys = np.array([r["wall_s"] for r in by_count], float)
-    slope, intercept = np.polyfit(xs, ys, 1) if len(xs) > 1 else (ys[0], 0.0)
-    mp = np.array([r["mpix"] for r in by_side], float)
-    st = np.array([r["stage_sum_per_photo_s"] for r in by_side], float)
-    s_slope, s_icpt = np.polyfit(mp, st, 1)
-    fit = {
-        "wall_s_vs_photos": {"per_photo_s": round(float(slope), 3), "fixed_s": round(float(intercept), 3)},
-        "stage_s_per_photo_vs_mpix": {
-            "s_per_mpix": round(float(s_slope), 3),
-            "fixed_s": round(float(s_icpt), 3),
-        },
-    }
-    results = {"empty_inbox": empty, "by_photos": by_count, "by_resolution": by_side, "fit": fit}
+    by_faces = []
+    for k in face_counts:
+        r = run_once(work / f"f{k}", bases, per_faces, count_side, faces_per_photo=k)
+        by_faces.append(r)
+        found, wall, stages = r["faces_found_per_photo"], r["wall_per_photo_s"], r["stage_sum_per_photo_s"]
+        print(f"{per_faces} photos @ {count_side}px, {k} faces ({found} found): {wall} s/photo wall, "
+              f"stages {stages} s", flush=True)  # fmt: skip
+        shutil.rmtree(work / f"f{k}", ignore_errors=True)
+    fit = scaling_fit(by_count, by_side, by_faces)
+    results = {"empty_inbox": empty, "by_photos": by_count, "by_resolution": by_side, "by_faces": by_faces,
+               "fit": fit}  # fmt: skip
     settings = {"quick": args.quick, "photo_counts": counts, "count_long_side": count_side,
-                "long_sides": sides, "photos_per_resolution": per_res}  # fmt: skip
+                "long_sides": sides, "photos_per_resolution": per_res, "faces_per_photo": face_counts,
+                "photos_per_face_count": per_faces}  # fmt: skip
     path = write_result("album-scaling", settings, results, args.out, args.quick, work)
     print("wrote", path, json.dumps(fit))
     _plot_scaling(results, count_side, args.out / f"cpu-album-scaling{'-quick' if args.quick else ''}.png")
+
+
+def scaling_fit(
+    by_count: list[dict[str, Any]], by_side: list[dict[str, Any]], by_faces: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Straight lines through the three axes. Wall time, and the daemon's CPU seconds, which the other
+    jobs on a shared machine do not inflate."""
+
+    def line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+        if len(set(xs)) < 2:
+            return (ys[0] / xs[0] if xs and xs[0] else 0.0), 0.0
+        slope, icpt = np.polyfit(np.array(xs, float), np.array(ys, float), 1)
+        return round(float(slope), 3), round(float(icpt), 3)
+
+    n = [r["photos"] for r in by_count]
+    fit: dict[str, Any] = {}
+    slope, icpt = line(n, [r["wall_s"] for r in by_count])
+    fit["wall_s_vs_photos"] = {"per_photo_s": slope, "fixed_s": icpt}
+    slope, icpt = line(n, [r["daemon_cpu_s"] for r in by_count])
+    fit["cpu_s_vs_photos"] = {"per_photo_s": slope, "fixed_s": icpt}
+    mp = [r["mpix"] for r in by_side]
+    slope, icpt = line(mp, [r["stage_sum_per_photo_s"] for r in by_side])
+    fit["stage_s_per_photo_vs_mpix"] = {"s_per_mpix": slope, "fixed_s": icpt}
+    slope, icpt = line(mp, [r["daemon_cpu_s"] / r["photos"] for r in by_side])
+    fit["cpu_s_per_photo_vs_mpix"] = {"s_per_mpix": slope, "fixed_s": icpt}
+    # Faces: fitted over the scans that have faces; a scan without any pays for the search in the other
+    # three orientations (a print scanned sideways), so it is not the intercept of the line.
+    with_faces = [r for r in by_faces if r["faces_found_per_photo"] > 0]
+    fx = [r["faces_found_per_photo"] for r in with_faces]
+    f_fit: dict[str, Any] = {}
+    if len(set(fx)) > 1:
+        for key, ys in (
+            ("stage_sum", [r["stage_sum_per_photo_s"] for r in with_faces]),
+            ("faces.find", [r["stages_per_photo_s"].get("faces.find", 0.0) for r in with_faces]),
+            ("wall", [r["wall_per_photo_s"] for r in with_faces]),
+            ("cpu", [r["daemon_cpu_s"] / r["photos"] for r in with_faces]),
+        ):
+            slope, icpt = line(fx, ys)
+            f_fit[key] = {"s_per_face": slope, "fixed_s": icpt}
+    fit["per_photo_s_vs_faces_found"] = f_fit
+    return fit
 
 
 def _plot_scaling(res: dict[str, Any], count_side: int, png: Path) -> None:
@@ -366,7 +481,9 @@ def _plot_scaling(res: dict[str, Any], count_side: int, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = 3 if res.get("by_faces") else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.4))
+    a1, a2 = axes[0], axes[1]
     bc = res["by_photos"]
     x = [r["photos"] for r in bc]
     a1.plot(x, [r["wall_s"] for r in bc], "o-", label="wall time of run --once")
@@ -376,6 +493,8 @@ def _plot_scaling(res: dict[str, Any], count_side: int, png: Path) -> None:
         "s--",
         label="sum of per-photo pipeline time",
     )
+    if "daemon_cpu_s" in bc[0]:
+        a1.plot(x, [r["daemon_cpu_s"] for r in bc], "^:", label="CPU seconds of the daemon")
     f = res["fit"]["wall_s_vs_photos"]
     a1.set_title(f"album size @ {count_side} px: {f['fixed_s']:.1f} s + {f['per_photo_s']:.2f} s/photo")
     a1.set_xlabel("photos in the album")
@@ -383,30 +502,40 @@ def _plot_scaling(res: dict[str, Any], count_side: int, png: Path) -> None:
     a1.grid(alpha=0.3)
     a1.legend()
     bs = res["by_resolution"]
-    mp = [r["mpix"] for r in bs]
-    bottom = np.zeros(len(bs))
-    names = _ordered({k for r in bs for k in r["stages_per_photo_s"]})
-    for name in ("decode", *names, "encode+write", "daemon overhead"):
-        if name in names:
-            v = np.array([r["stages_per_photo_s"].get(name, 0.0) for r in bs])
-        elif name == "decode":
-            v = np.array([r["decode_per_photo_s"] for r in bs])
-        elif name == "encode+write":
-            v = np.array([max(0.0, r["encode_write_per_photo_s"]) for r in bs])
-        else:
-            v = np.array([max(0.0, r["daemon_overhead_per_photo_s"]) for r in bs])
-        a2.fill_between(mp, bottom, bottom + v, label=name, alpha=0.8)
-        bottom = bottom + v
-    a2.plot(mp, [r["wall_per_photo_s"] for r in bs], "k.-", label="wall / photo")
+    _stacked(a2, bs, [r["mpix"] for r in bs])
     a2.set_xlabel("megapixels per scan (long side " + ", ".join(str(r["long_side"]) for r in bs) + " px)")
-    a2.set_ylabel("seconds per photo")
     a2.set_title("scan resolution (stacked: where the time goes)")
-    a2.grid(alpha=0.3)
-    a2.legend(fontsize=8, loc="upper left")
+    if panels == 3:
+        bf = res["by_faces"]
+        _stacked(axes[2], bf, [r["faces_found_per_photo"] for r in bf])
+        axes[2].set_xlabel(f"faces found per scan ({count_side} px; placed: "
+                           + ", ".join(str(r["faces_per_photo_placed"]) for r in bf) + ")")  # fmt: skip
+        axes[2].set_title("faces per photo (no model: CPU stages only)")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
     print("wrote", png)
+
+
+def _stacked(ax: Any, rows: list[dict[str, Any]], xs: list[float]) -> None:
+    """Per-photo seconds by stage, stacked, against ``xs``, with the wall time per photo on top."""
+    bottom = np.zeros(len(rows))
+    names = _ordered({k for r in rows for k in r["stages_per_photo_s"]})
+    for name in ("decode", *names, "encode+write", "daemon overhead"):
+        if name in names:
+            v = np.array([r["stages_per_photo_s"].get(name, 0.0) for r in rows])
+        elif name == "decode":
+            v = np.array([r["decode_per_photo_s"] for r in rows])
+        elif name == "encode+write":
+            v = np.array([max(0.0, r["encode_write_per_photo_s"]) for r in rows])
+        else:
+            v = np.array([max(0.0, r["daemon_overhead_per_photo_s"]) for r in rows])
+        ax.fill_between(xs, bottom, bottom + v, label=name, alpha=0.8)
+        bottom = bottom + v
+    ax.plot(xs, [r["wall_per_photo_s"] for r in rows], "k.-", label="wall / photo")
+    ax.set_ylabel("seconds per photo")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ bytes named ``*.jpg``; content is never decoded at ingest) with an mtime older t
 timed exactly as ``Daemon.run`` does it: ``Ingestor.scan()`` (walk, classify, skip known sources, note
 for the stability wait), ``StabilityTracker.due()`` until every file is due (the first look records
 size+mtime, the second confirms), and ``Ingestor.ingest(path)`` per due file (re-check, sha256,
-``forget_source`` + ``enqueue``). Then a rescan of the already-ingested inbox with a fresh Ingestor
+``enqueue``: one transaction). Then a rescan of the already-ingested inbox with a fresh Ingestor
 (what a restart or the 5-minute periodic rescan does) is timed and the number of files hashed counted
 (expected 0). Writes ``cpu-ingest.json``.
 """

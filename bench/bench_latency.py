@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             "watcher_mode": "native",
             "daemon_tick_s": 0.25,
             "worker_idle_poll_s": 1.0,
+            # since the overhead fixes (docs/performance.md) the daemon wakes its idle worker on enqueue
+            "worker_woken_on_enqueue": True,
         }
         path = write_result("latency", settings, results, args.out, args.quick, work)
         print("wrote", path)
