@@ -18,13 +18,14 @@ from albumd.pipeline.diffusion import LoadedModel, restore_with_guard
 from albumd.pipeline.diffusion.tiles import blend_tiles, blend_window, cut_tiles, plan_tiles
 from albumd.pipeline.faces import photo_matte
 from albumd.pipeline.photo import PreparedPrint, finish_photo
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 tiny_files = diffusion_fixtures.tiny_files
 tiny_model = diffusion_fixtures.tiny_model
 
 
+@settings(deadline=None, max_examples=60)  # a loaded CI machine must not fail on time
 @given(st.integers(1, 900), st.integers(1, 900), st.sampled_from([64, 160, 512]), st.integers(0, 63))
 def test_tiles_cover_every_pixel_and_never_hang_over_the_edge(
     h: int, w: int, size: int, overlap: int

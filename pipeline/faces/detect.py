@@ -34,6 +34,14 @@ HOG_WINDOW = 80.0
 VERIFY_FACE_PX = 96.0
 VERIFY_CROP_PX = 160
 CNN_REACH_MARGIN = 1.25
+# dlib's MMOD CNN raises on an image smaller than its filter window, and calls on images below about 10 px
+# corrupt the heap (a later call dies of SIGBUS, or the process aborts in free() at exit): it is never
+# given a view with a side below this.
+CNN_MIN_SIDE = 24
+# A HOG view turned by a few degrees holds the whole photo on an axis-aligned canvas; for a very long,
+# thin photo (a 1 x 20,000,000 strip) that canvas is astronomically larger than the photo. Views over this
+# many times the pixel budget are not searched (an ordinary photo's turned view is under twice).
+HOG_CANVAS_FACTOR = 4.0
 
 
 @dataclass
@@ -71,11 +79,15 @@ class DetectReport:
     rejected_geometry: int = 0
     rejected_small: int = 0
     skipped_budget: int = 0
+    skipped_max_candidates: int = 0
+    """Candidates never verified because ``max_candidates`` were verified first (a crowded group photo)."""
     orientations_tried: list[int] = field(default_factory=lambda: [0])
     hog_scale: float = 1.0
     cnn_scale: float = 0.0
     min_face_px_effective: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
+    skipped: str | None = None
+    """Why the photo was not searched at all (too small to hold a face)."""
 
 
 def working_copy(image: np.ndarray) -> np.ndarray:
@@ -125,11 +137,15 @@ def _same_face(a: Detection, b: Detection, iou: float) -> bool:
     return _iou(a, b) > iou or d < 0.35 * min(a.size, b.size)
 
 
-def hog_candidates(work: np.ndarray, angles: list[float], scale: float, threshold: float) -> list[Detection]:
+def hog_candidates(
+    work: np.ndarray, angles: list[float], scale: float, threshold: float, max_pixels: float = np.inf
+) -> list[Detection]:
     hog = models.hog_detector()
     out: list[Detection] = []
     for angle in angles:
         m, size = _view_matrix(work.shape, angle, scale)
+        if float(size[0]) * float(size[1]) > max_pixels:
+            continue
         view = cv2.warpAffine(work, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         rects, scores, _ = hog.run(view, 0, threshold)
         inv = invert(m)
@@ -144,9 +160,10 @@ def hog_candidates(work: np.ndarray, angles: list[float], scale: float, threshol
 def cnn_pass(work: np.ndarray, scale: float, threshold: float) -> list[Detection]:
     cnn = models.cnn_detector()
     h, w = work.shape[:2]
-    view = cv2.resize(
-        work, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-    )
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if min(size) < CNN_MIN_SIDE:
+        return []
+    view = cv2.resize(work, size, interpolation=cv2.INTER_AREA)
     out = []
     for d in cnn(view, 0):
         if d.confidence < threshold:
@@ -284,9 +301,14 @@ def detect_faces(image: np.ndarray, p: DetectParams) -> tuple[list[Detection], D
     t_start = time.perf_counter()
     deadline = t_start + p.time_budget_s
     rep = DetectReport()
+    h, w = image.shape[:2]
+    if min(h, w) < p.min_detect_px * 0.8:
+        # No face this small would be kept (see _finish), and the detectors misbehave on slivers.
+        rep.skipped = f"{w}x{h} is smaller than the smallest face searched for ({p.min_detect_px} px)"
+        rep.seconds["total"] = time.perf_counter() - t_start
+        return [], rep
     work = working_copy(image)
     u8 = to_uint8(image)
-    h, w = image.shape[:2]
     hog_scale = min(HOG_WINDOW / p.min_detect_px, np.sqrt(p.hog_pixel_budget / (h * w)))
     rep.hog_scale = float(hog_scale)
     rep.min_face_px_effective = float(max(p.min_detect_px, HOG_WINDOW / hog_scale * 0.9))
@@ -299,7 +321,7 @@ def detect_faces(image: np.ndarray, p: DetectParams) -> tuple[list[Detection], D
         for angle in angles:
             upright = angle % 90 == 0
             scale = hog_scale if upright else hog_scale * p.tilted_scale
-            cands += hog_candidates(work, [angle], scale, threshold)
+            cands += hog_candidates(work, [angle], scale, threshold, HOG_CANVAS_FACTOR * p.hog_pixel_budget)
         rep.seconds["hog"] = rep.seconds.get("hog", 0.0) + time.perf_counter() - t0
         reach = np.inf
         if with_cnn and p.cnn_pixel_budget > 0:
@@ -316,6 +338,7 @@ def detect_faces(image: np.ndarray, p: DetectParams) -> tuple[list[Detection], D
         rep.rejected_cnn_pass += int(sum(c.size > reach for c in cands))
         cands = [c for c in cands if c.size <= reach]
         rep.candidates += len(cands)
+        rep.skipped_max_candidates += max(0, len(cands) - p.max_candidates)
         verdicts, left = verify(work, cands[: p.max_candidates], p.cnn_threshold, deadline)
         rep.skipped_budget += left
         for v in verdicts:
@@ -373,9 +396,11 @@ def describe(rep: DetectReport) -> dict[str, Any]:
         "rejected_geometry": rep.rejected_geometry,
         "rejected_small": rep.rejected_small,
         "skipped_budget": rep.skipped_budget,
+        "skipped_max_candidates": rep.skipped_max_candidates,
         "orientations_tried": rep.orientations_tried,
         "hog_scale": round(rep.hog_scale, 4),
         "cnn_scale": round(rep.cnn_scale, 4),
         "min_face_px_effective": round(rep.min_face_px_effective, 1),
+        **({"skipped": rep.skipped} if rep.skipped else {}),
         "seconds": {k: round(v, 4) for k, v in rep.seconds.items()},
     }
