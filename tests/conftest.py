@@ -82,7 +82,7 @@ def write_config(folders: dict[str, Path], **overrides: Any) -> Path:
         "inbox": str(folders["inbox"]),
         "archive": str(folders["archive"]),
         "state_dir": str(folders["state"]),
-        "watcher": {"stable_s": 0.5, "rescan_interval_s": 60},
+        "watcher": {"stable_s": 0.5, "empty_stable_s": 1, "rescan_interval_s": 60},
         "retry_backoff_s": 0.2,
         "heartbeat_s": 0.5,
         "lease_s": 5,

@@ -91,6 +91,25 @@ def test_deleted_files_are_dropped(tmp_path: Path) -> None:
     assert tracker.due() == [] and len(tracker) == 0
 
 
+def test_an_empty_file_waits_longer_then_counts_once_filled_or_left_empty(tmp_path: Path) -> None:
+    """A scanner creates its file when the scan starts and writes it later: an empty file is not taken
+    after stable_s (it would fail as empty), only after empty_stable_s."""
+    tracker = StabilityTracker(stable_s=0.3, empty_stable_s=1.5)
+    filled, left = tmp_path / "filled.jpg", tmp_path / "left.jpg"
+    for f in (filled, left):
+        f.write_bytes(b"")
+        tracker.observe(f)
+    tracker.due()
+    time.sleep(0.6)
+    assert tracker.due() == []  # both empty for longer than stable_s: still waiting
+    filled.write_bytes(b"now the scan")
+    assert tracker.due() == []
+    time.sleep(0.5)
+    assert tracker.due() == [filled]
+    time.sleep(1.0)
+    assert tracker.due() == [left]
+
+
 def test_network_mounts_are_detected_from_mountinfo(tmp_path: Path) -> None:
     table = [("/srv/photos/inbox/lan", "cifs"), ("/srv/photos", "ext4"), ("/", "ext4")]
     assert is_network(Path("/srv/photos/inbox/lan/x"), table)
