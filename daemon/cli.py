@@ -20,8 +20,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 app.add_typer(db_app, name="db")
-console = Console()
-err_console = Console(stderr=True)
+# Soft wrap: a path or an error message must reach a log or a script on one line, whatever the width.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class State:

@@ -31,10 +31,12 @@ def test_restore_writes_the_same_outputs_and_audit(
         crops = [o for o in audit["outputs"] if o["role"] == "face_crops"]
         assert len(crops) == len(audit["faces"]) == {"pair_a": 2, "group4_a": 4}[stem]
         assert all((out / c["path"]).is_file() for c in crops)
-    bad = tmp_path / "bad.jpg"
+    # a long name: the message must stay on one line (no wrapping at the terminal width) for logs and scripts
+    bad = tmp_path / f"{'scan_of_a_broken_print_' * 4}.jpg"
     bad.write_text("not a photo")
     r = albumd(config, "restore", str(bad), "--out", str(out))
-    assert r.returncode == 1 and "not an image" in r.stdout
+    assert r.returncode == 1
+    assert f"failed {bad}: not an image Pillow can identify" in r.stdout.splitlines()[0]
 
 
 def test_status_json_shape_and_retry(folders: dict[str, Path], photos_dir: Path) -> None:
