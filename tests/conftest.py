@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -125,6 +126,11 @@ def start_daemon(config: Path, *args: str, env: dict[str, str] | None = None) ->
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def audits(archive: Path) -> list[dict[str, Any]]:
+    """Every audit record in the archive (one per archived photo), in path order."""
+    return [json.loads(p.read_text()) for p in sorted(archive.rglob("*.audit.json"))]
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:

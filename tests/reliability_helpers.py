@@ -10,12 +10,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
-import os
 import re
 import subprocess
-import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,19 +21,29 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from albumd.daemon.archive import CRASH_ENV, TEMP_MARK, sha256_file
-from conftest import albumd, start_daemon, wait_for, write_config
+from conftest import albumd, audits, start_daemon, wait_for, write_config
 from PIL import Image
 
 __all__ = [
     "CRASH_ENV",
     "Album",
     "albumd",
+    "audits",
     "check_invariants",
+    "db_url_of",
+    "done_job_ids",
     "jobs",
+    "log_lines",
     "png_bytes",
+    "remount",
+    "run_once",
+    "sha",
+    "sitecustomize",
     "start_daemon",
+    "stop",
     "tmpfs",
     "wait_for",
+    "wait_ready",
     "write_config",
 ]
 
@@ -88,20 +96,17 @@ def db_url_of(folders: dict[str, Path], database_url: str | None = None) -> str:
     return database_url or f"sqlite:///{folders['state'] / 'albumd.db'}"
 
 
+JOB_COLUMNS = ("id", "sha256", "state", "attempts", "crashes", "error", "path", "archive_key", "lease_owner")
+
+
 def jobs(url: str) -> list[dict[str, Any]]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text("SELECT id, sha256, state, attempts, crashes, error, path, archive_key FROM jobs")
-            ).mappings()
+            rows = conn.execute(sa.text(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs")).mappings()
             return [dict(r) for r in rows]
     finally:
         engine.dispose()
-
-
-def audits(archive: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(archive.rglob("*.audit.json"))]
 
 
 def check_invariants(
@@ -142,11 +147,9 @@ def check_invariants(
     orphans = files - referenced - audit_files
     assert not orphans, f"archive files no audit names (half-written jobs): {sorted(orphans)[:5]}"
     rows = jobs(url)
-    states: dict[str, int] = {}
-    for r in rows:
-        states[r["state"]] = states.get(r["state"], 0) + 1
-    assert states.get("running", 0) == 0, f"jobs stuck running: {states}"
-    assert states.get("queued", 0) == 0, f"jobs still queued: {states}"
+    states = Counter(r["state"] for r in rows)
+    assert states["running"] == 0, f"jobs stuck running: {states}"
+    assert states["queued"] == 0, f"jobs still queued: {states}"
     done = {r["sha256"] for r in rows if r["state"] == "done"}
     assert expected <= done, "a photo is archived but its job is not done"
     assert done == set(by_sha), "done jobs and audit records disagree"
@@ -162,6 +165,25 @@ def log_lines(folder: Path, pattern: str) -> list[str]:
     for log in sorted(folder.glob("daemon-*.log")):
         out.extend(line for line in log.read_text(errors="replace").splitlines() if rx.search(line))
     return out
+
+
+def done_job_ids(folder: Path) -> list[str]:
+    """The job id of every ``job.done`` line in the daemon logs of ``folder``, one per completion logged
+    (a job completed twice appears twice)."""
+    return [m.group(1) for line in log_lines(folder, r"job\.done") if (m := re.search(r"job_id=(\d+)", line))]
+
+
+def wait_ready(config: Path, timeout: float = 60) -> None:
+    """Until a daemon started on ``config`` has logged that it is ready (watcher and worker running)."""
+    wait_for(lambda: log_lines(config.parent, r"daemon\.ready"), timeout, what="daemon ready")
+
+
+def sitecustomize(folder: Path, code: str) -> dict[str, str]:
+    """The environment that makes a daemon subprocess run ``code`` at start (a ``sitecustomize.py`` in
+    ``folder``, put on PYTHONPATH): how the suites inject a failing stage, a hang or a clock jump."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(code)
+    return {"PYTHONPATH": str(folder)}
 
 
 def run_once(
@@ -201,14 +223,3 @@ def tmpfs(path: Path, size: str = "1m") -> Iterator[Path]:
 
 def remount(path: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(path)], check=True)
-
-
-def python() -> str:
-    return sys.executable
-
-
-def env_without_albumd() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ALBUMD")}
-
-
-__all__ += ["audits", "db_url_of", "log_lines", "remount", "run_once", "sha", "stop", "wait_for"]

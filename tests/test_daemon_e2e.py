@@ -13,14 +13,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 from albumd.daemon.archive import TEMP_MARK, sha256_file
-from conftest import albumd, start_daemon, wait_for, write_config
+from conftest import albumd, audits, start_daemon, wait_for, write_config
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "audit.schema.json").read_text())
 SMALL = ["group4_a.jpg", "bop_old_w_scratch_b.png", "bop_old_w_scratch_c.png", "bop_old_a.png"]
-
-
-def audits(archive: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(archive.rglob("*.audit.json"))]
 
 
 def check_archive(archive: Path, inbox_copies: dict[str, bytes]) -> list[dict]:

@@ -13,21 +13,25 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from albumd.daemon.archive import TEMP_MARK
 from reliability_helpers import (
     Album,
     albumd,
     audits,
     check_invariants,
     db_url_of,
+    done_job_ids,
     jobs,
     log_lines,
     png_bytes,
     remount,
     run_once,
+    sitecustomize,
     start_daemon,
     stop,
     tmpfs,
     wait_for,
+    wait_ready,
     write_config,
 )
 
@@ -49,7 +53,7 @@ def test_archive_read_only_full_or_missing_pauses_then_resumes_by_itself(
         config = write_config(folders, watcher={"stable_s": 0.3})
         proc = start_daemon(config)
         try:
-            wait_for(lambda: log_lines(config.parent, r"daemon\.ready"), 60, what="ready")
+            wait_ready(config)
             faults = [
                 ("read-only", lambda: remount(mnt, "ro"), lambda: remount(mnt, "rw"), "not writable"),
                 (
@@ -106,7 +110,7 @@ def test_disk_full_mid_write_fails_clearly_leaves_no_partial_file_and_retries(
         (row,) = jobs(db_url_of(folders))
         assert row["state"] == "failed" and "No space left on device" in row["error"], row
         assert not audits(mnt)
-        assert not [p for p in mnt.rglob("*") if ".albumd-tmp-" in p.name], "partial temp files left"
+        assert not [p for p in mnt.rglob("*") if TEMP_MARK in p.name], "partial temp files left"
         # the files written before space ran out were taken back: nothing lies there without an audit
         assert not [p for p in mnt.rglob("*") if p.is_file()], sorted(mnt.rglob("*"))
         remount(mnt, "size=80m")
@@ -166,7 +170,7 @@ def test_postgres_connections_cut_mid_run_daemon_carries_on(folders: dict[str, P
     proc = start_daemon(config)
     cuts = 0
     try:
-        wait_for(lambda: log_lines(config.parent, r"daemon\.ready"), 60, what="ready")
+        wait_ready(config)
         for n in range(4):
             album.add_small(6, album=f"Batch {n}", seed=30 + n)
             time.sleep(1.0 + 0.4 * n)
@@ -189,7 +193,7 @@ def test_slow_postgres_server_restart_mid_run(folders: dict[str, Path], pg_url: 
     proc = start_daemon(config)
     restart = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"]
     try:
-        wait_for(lambda: log_lines(config.parent, r"daemon\.ready"), 60, what="ready")
+        wait_ready(config)
         album.add_small(20, album="Restart", seed=40)
         time.sleep(2)
         subprocess.run(restart, check=True, timeout=120)
@@ -209,8 +213,6 @@ _real = _photo.prepare_photo
 def prepare_photo(source, settings):
     if source.width == 13:
         raise RuntimeError("injected stage failure")
-    if source.width == 17 and __import__("os").environ.get("INJECT_HANG"):
-        __import__("time").sleep(3600)
     return _real(source, settings)
 _photo.prepare_photo = prepare_photo
 """
@@ -219,14 +221,12 @@ _photo.prepare_photo = prepare_photo
 def test_a_stage_raising_fails_that_photo_only_with_its_error(
     folders: dict[str, Path], tmp_path: Path
 ) -> None:
-    inject = tmp_path / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(INJECT)
+    env = sitecustomize(tmp_path / "inject", INJECT)
     album = Album(folders)
     album.add_small(4, album="Good")
     bad = album.add("Good/bad.png", png_bytes(99, size=13), expect=False)
     config = write_config(folders, max_attempts=2, retry_backoff_s=0.1)
-    r = run_once(config, env={"PYTHONPATH": str(inject)})
+    r = run_once(config, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     failed = [j for j in jobs(db_url_of(folders)) if j["state"] == "failed"]
     assert [j["path"] for j in failed] == ["Good/bad.png"]
@@ -261,15 +261,13 @@ def test_worker_hung_past_its_lease_is_taken_over_and_not_completed_twice(
 ) -> None:
     """Daemon A hangs in the pipeline and its heartbeat stops; daemon B takes the job over once the lease
     expires; A, when it wakes up, must not complete it a second time."""
-    inject = tmp_path / "hang"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(HANG)
+    env = sitecustomize(tmp_path / "hang", HANG)
     album = Album(folders)
     album.add("Hang/slow.png", png_bytes(5, size=17))
     config = write_config(folders, batch_size=1, lease_s=5, heartbeat_s=0.5, reaper_interval_s=1)
     a = start_daemon(
         config,
-        env={"PYTHONPATH": str(inject), "INJECT_HANG": "12", "INJECT_HANG_FILE": str(tmp_path / "hung")},
+        env={**env, "INJECT_HANG": "12", "INJECT_HANG_FILE": str(tmp_path / "hung")},
     )
     b = None
     try:
@@ -290,9 +288,8 @@ def test_worker_hung_past_its_lease_is_taken_over_and_not_completed_twice(
 def test_clock_jumps_do_not_lose_or_double_photos(folders: dict[str, Path], tmp_path: Path) -> None:
     """The wall clock of one daemon jumps an hour forward, then back, mid-run (as NTP or a bad RTC can):
     leases are wall-clock times in the database, so this is the case that could reap live work."""
-    inject = tmp_path / "clock"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(
+    env = sitecustomize(
+        tmp_path / "clock",
         textwrap.dedent("""
         import datetime as _dt, os, threading, time as _time
         _real_time, _start = _time.time, _time.monotonic()
@@ -306,21 +303,22 @@ def test_clock_jumps_do_not_lose_or_double_photos(folders: dict[str, Path], tmp_
             def now(cls, tz=None):
                 return _orig_now(tz) + _dt.timedelta(seconds=_offset())
         _dt.datetime = _DT
-        """)
+        """),
     )
     album = Album(folders)
     album.add_small(20, album="Clock")
     config = write_config(folders, batch_size=2, watcher={"stable_s": 0.3}, crash_limit=1000)
-    proc = start_daemon(config, env={"PYTHONPATH": str(inject)})
+    proc = start_daemon(config, env=env)
     try:
         wait_for(lambda: len(audits(folders["archive"])) == 20, 120, what="every photo across the jumps")
         assert stop(proc) == 0
     finally:
         stop(proc)
     check_invariants(album, db_url_of(folders))
-    done = [line.split("job_id=")[1].split()[0] for line in log_lines(config.parent, r"job\.done")]
+    done = done_job_ids(config.parent)
     assert len(done) == len(set(done)) == 20
 
 
 def test_fault_tests_leave_no_mounts(tmp_path: Path) -> None:
     assert str(tmp_path.parent) not in Path("/proc/self/mounts").read_text()
+

@@ -21,6 +21,7 @@ from reliability_helpers import (
     jobs,
     png_bytes,
     run_once,
+    sha,
     write_config,
 )
 
@@ -178,9 +179,8 @@ def test_hostile_inbox(folders: dict[str, Path], tmp_path: Path, photos_dir: Pat
     # links and specials
     (inbox / "H" / "symlink out.png").symlink_to(outside / "private.png")
     os.link(outside / "private.png", inbox / "H" / "hardlink out.png")  # same fs: a real file of the inbox
-    album.photos[__import__("hashlib").sha256((outside / "private.png").read_bytes()).hexdigest()] = (
-        outside / "private.png"
-    ).read_bytes()
+    private = (outside / "private.png").read_bytes()
+    album.photos[sha(private)] = private
     os.mkfifo(inbox / "H" / "fifo.png")
     (inbox / "H" / "dir link").symlink_to(outside, target_is_directory=True)
     (inbox / "H" / "dangling.png").symlink_to(outside / "nope.png")

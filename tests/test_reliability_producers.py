@@ -33,6 +33,7 @@ from reliability_helpers import (
     start_daemon,
     stop,
     wait_for,
+    wait_ready,
     write_config,
 )
 
@@ -180,7 +181,7 @@ def _producers_scenario(
 
     proc = start_daemon(config)
     try:
-        wait_for(lambda: log_lines(config.parent, r"daemon\.ready"), 60, what="daemon ready")
+        wait_ready(config)
         t0 = time.monotonic()
         _run_all(
             slow_scanner,
@@ -274,7 +275,7 @@ def test_files_deleted_replaced_or_moved_while_queued(folders: dict[str, Path]) 
     config = write_config(folders, processing_window=_closed_window())
     proc = start_daemon(config)
     try:
-        wait_for(lambda: log_lines(config.parent, r"daemon\.ready"), 60, what="daemon ready")
+        wait_ready(config)
         wait_for(lambda: len(jobs(url)) == 5, 60, what="all queued")
         gone.unlink()
         swapped.write_bytes(new)
@@ -319,7 +320,7 @@ def _ten_thousand(folders: dict[str, Path], n: int, size: int, process: bool) ->
     stopped_share = n * 6 // 10
     proc = start_daemon(config)
     try:
-        wait_for(lambda: log_lines(config.parent, r"daemon\.ready"), 60, what="daemon ready")
+        wait_ready(config)
         t0 = time.monotonic()
         # 40 % into a new folder while the daemon watches...
         for i in range(stopped_share, n):

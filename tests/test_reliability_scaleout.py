@@ -25,6 +25,7 @@ from reliability_helpers import (
     albumd,
     audits,
     check_invariants,
+    done_job_ids,
     jobs,
     log_lines,
     start_daemon,
@@ -130,7 +131,7 @@ def _scale_out(tmp_path: Path, n_daemons: int, n_photos: int, database_url: str,
             ):
                 break
             assert time.monotonic() < deadline, f"not finished: {states}"
-            owners = {r["lease_owner"] for r in _running(database_url)}
+            owners = {r["lease_owner"] for r in rows if r["state"] == "running"}
             peak_owners = max(peak_owners, len(owners))
             if fleet.kills < kills and time.monotonic() >= next_kill and states["queued"] + states["running"]:
                 # Prefer a daemon that holds running jobs: the kill then lands mid-batch.
@@ -154,10 +155,7 @@ def _scale_out(tmp_path: Path, n_daemons: int, n_photos: int, database_url: str,
     assert sorted(rec["job_id"] for rec in records) == sorted(by_job)
     assert all(by_job[rec["job_id"]] == rec["input"]["sha256"] for rec in records)
     # Completion is logged right after its commit; a job must never be completed twice, by any daemon.
-    done_by_slot = [
-        [m.group(1) for line in log_lines(d, r"job\.done") if (m := re.search(r"job_id=(\d+)", line))]
-        for d in logs
-    ]
+    done_by_slot = [done_job_ids(d) for d in logs]
     done_ids = [j for ids in done_by_slot for j in ids]
     twice = [j for j, k in Counter(done_ids).items() if k > 1]
     assert not twice, f"jobs completed twice: {twice}"
@@ -173,20 +171,6 @@ def _scale_out(tmp_path: Path, n_daemons: int, n_photos: int, database_url: str,
         f"jobs done per daemon slot {worked}, up to {peak_owners} daemons holding jobs at once; "
         "lost 0, processed twice 0"
     )
-
-
-def _running(url: str) -> list[dict[str, str]]:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            q = sa.text("SELECT lease_owner FROM jobs WHERE state = 'running'")
-            return [dict(r) for r in conn.execute(q).mappings()]
-    except sa.exc.OperationalError:
-        return []  # SQLite: the schema may not exist yet
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("n_daemons", [2, 4])
