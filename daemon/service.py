@@ -241,6 +241,8 @@ class Daemon:
                         watcher.new_dirs.put(folder)
                         break
                 for path in tracker.due():
+                    if self.stop.is_set():
+                        break  # what is not recorded yet is found by the rescan at the next start
                     try:
                         ingestor.ingest(path)
                     except SQLAlchemyError as exc:
@@ -261,7 +263,9 @@ class Daemon:
                     # --once has no scheduler, but must still get back jobs a killed run left leased.
                     last_reap = now
                     self._reap(store)
-                if not thread.is_alive():
+                # The worker also leaves its loop when a stop request arrived during this pass: only an
+                # exit with an error, or one nobody asked for, is a death.
+                if not thread.is_alive() and (self.worker_error is not None or not self.stop.is_set()):
                     raise RuntimeError(f"worker thread died: {self.worker_error!r}")
                 if self.once and len(tracker) == 0 and idle.is_set() and _drained(store):
                     break

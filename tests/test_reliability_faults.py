@@ -5,10 +5,12 @@ itself when the fault goes away, and loses nothing."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -322,3 +324,25 @@ def test_clock_jumps_do_not_lose_or_double_photos(folders: dict[str, Path], tmp_
 def test_fault_tests_leave_no_mounts(tmp_path: Path) -> None:
     assert str(tmp_path.parent) not in Path("/proc/self/mounts").read_text()
 
+
+def test_sigterm_while_the_main_loop_is_busy_is_a_clean_stop(folders: dict[str, Path]) -> None:
+    """SIGTERM lands while the main loop is recording a large drop of files (the processing window is
+    closed, so the worker is idle and leaves its loop at once): the worker's exit on the stop request is
+    not a crash. Found by the PostgreSQL connection-cut test: the daemon then exited 1 with "worker
+    thread died: None" instead of stopping cleanly."""
+    start = datetime.now() + timedelta(hours=2)
+    window = f"{start:%H:%M}-{start + timedelta(hours=1):%H:%M}"
+    config = write_config(
+        folders, processing_window=window, watcher={"stable_s": 0.3, "rescan_interval_s": 3600}
+    )
+    proc = start_daemon(config)
+    try:
+        wait_ready(config)
+        Album(folders).add_small(3000, album="Drop", size=8)
+        wait_for(lambda: len(log_lines(config.parent, r"job\.queued")) >= 50, 60, what="recording under way")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, "\n".join(log_lines(config.parent, r"."))[-3000:]
+    finally:
+        stop(proc)
+    assert log_lines(config.parent, r"daemon\.stopped")
+    assert not log_lines(config.parent, r"worker thread died|Traceback")
