@@ -20,6 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -27,6 +28,12 @@ PG_IDLE_IN_TRANSACTION_MS = 60_000
 # An arbitrary constant shared by every albumd process: the PostgreSQL advisory lock that serialises
 # schema upgrades when several daemons start at once.
 PG_MIGRATION_LOCK = 0x616C62756D64
+
+
+def unavailable(exc: BaseException) -> bool:
+    """The database could not be reached or used just now (connection cut, server restarting, SQLite
+    locked past its busy timeout): no fault of the photo being processed."""
+    return isinstance(exc, (OperationalError, InterfaceError))
 
 
 def make_engine(url: str) -> Engine:

@@ -307,18 +307,23 @@ class JobStore:
                 job.not_before = now + timedelta(seconds=delay)
             return job.state
 
-    def release(self, job_ids: list[int]) -> int:
-        """Give back jobs we claimed but did not start (shutdown): no attempt is counted."""
-        if not job_ids:
+    def release(self, job_ids: list[int] | None) -> int:
+        """Give back jobs we claimed but did not start (shutdown): no attempt is counted.
+
+        ``None``: every job this worker holds a lease on, known to it or not (after a database error a
+        claim's commit may have gone through without the worker hearing of it).
+        """
+        if job_ids is not None and not job_ids:
             return 0
         now = utcnow()
+        mine = [Job.lease_owner == self.worker_id, Job.state == JobState.RUNNING]
+        if job_ids is not None:
+            mine.append(Job.id.in_(job_ids))
         with self.sessions.begin() as s:
             return (
                 s.execute(
                     update(Job)
-                    .where(
-                        Job.id.in_(job_ids), Job.lease_owner == self.worker_id, Job.state == JobState.RUNNING
-                    )
+                    .where(*mine)
                     .values(
                         state=JobState.QUEUED,
                         lease_owner=None,

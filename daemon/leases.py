@@ -49,6 +49,10 @@ class LeaseKeeper:
         """Stop renewing a job's lease (finished, failed or released)."""
         self._send(("drop", [job_id]))
 
+    def clear(self) -> None:
+        """Stop renewing every lease (the worker gave all its jobs back)."""
+        self._send(("clear", []))
+
     @property
     def lost(self) -> set[int]:
         """Jobs whose lease was taken back by the reaper: this worker must not finish them."""
@@ -101,6 +105,8 @@ def _keep(
                     next_beat = time.monotonic()  # renew the new claims' leases at once
                 elif kind == "drop":
                     held.difference_update(ids)
+                elif kind == "clear":
+                    held.clear()
                 continue
             if time.monotonic() < next_beat:
                 continue

@@ -16,6 +16,12 @@ def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields
     logger.log(level, name, extra={_FIELDS: fields})
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first line: a database error's message without the SQL and parameters after it."""
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, _FIELDS, {})

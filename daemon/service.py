@@ -28,7 +28,7 @@ from .config import Config
 from .face_stage import FaceStage, ModelError
 from .inbox import Inbox, InboxReadError, StabilityTracker
 from .jobstore import IDLE_REFRESH_S, JobStore
-from .logs import event
+from .logs import event, first_line
 from .mounts import sqlite_network_problem
 from .watcher import Watcher
 from .worker import Worker
@@ -237,7 +237,8 @@ class Daemon:
                     try:
                         ingestor.scan(folder)
                     except SQLAlchemyError as exc:
-                        event(log, "ingest.failed", logging.WARNING, folder=str(folder), error=str(exc))
+                        error = first_line(exc)
+                        event(log, "ingest.failed", logging.WARNING, folder=str(folder), error=error)
                         watcher.new_dirs.put(folder)
                         break
                 for path in tracker.due():
@@ -246,7 +247,7 @@ class Daemon:
                     try:
                         ingestor.ingest(path)
                     except SQLAlchemyError as exc:
-                        event(log, "ingest.failed", logging.WARNING, path=str(path), error=str(exc))
+                        event(log, "ingest.failed", logging.WARNING, path=str(path), error=first_line(exc))
                         tracker.observe(path)
                 now = time.monotonic()
                 if (
@@ -308,11 +309,11 @@ class Daemon:
                     failures = 0
                 except SQLAlchemyError as exc:
                     # The database went away (PostgreSQL restarting, SQLite locked past its busy
-                    # timeout): wait and carry on. Jobs this worker held come back when their leases
-                    # expire; the thread lives on, so the daemon keeps running and recovers by itself.
+                    # timeout): wait and carry on. The next step first gives back the jobs this worker
+                    # held (Worker.recover); the thread lives on, so the daemon recovers by itself.
                     failures += 1
-                    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    event(log, "worker.db_error", logging.WARNING, error=first, retry_s=min(30, failures))
+                    error = first_line(exc)
+                    event(log, "worker.db_error", logging.WARNING, error=error, retry_s=min(30, failures))
                     worker.current = None
                     idle.clear()
                     self.stop.wait(min(30.0, float(failures)))
@@ -323,6 +324,9 @@ class Daemon:
 
     def _work_step(self, worker: Worker, idle: threading.Event, paused: str | None) -> str | None:
         """One claim (or one idle wait). Returns the archive problem now in force, if any."""
+        if worker.needs_recovery:
+            released = worker.recover()
+            event(log, "worker.recovered", released=released)
         # The long-running daemon claims nothing while the archive cannot be written: the photos stay
         # queued without using up their attempts, and work resumes by itself once the disk is back,
         # writable, or has room again. (--once tries, and reports what failed.)

@@ -16,14 +16,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from albumd.pipeline.imageio import ImageDecodeError
+from sqlalchemy.exc import SQLAlchemyError
 
 from .archive import ArchiveError, ArchiveWriter, sha256_file
 from .config import Config
+from .db import unavailable
 from .face_stage import FaceStage
 from .inbox import Inbox, InboxReadError
 from .jobstore import ClaimedJob, JobStore, LeaseLost
 from .leases import LeaseKeeper
-from .logs import event
+from .logs import event, first_line
 from .people import PeopleStore
 from .process import PhotoJob, Prepared, prepare, short_error, write
 
@@ -46,6 +48,8 @@ class Worker:
         self._keeper: LeaseKeeper | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="albumd-prepare")
         self._ahead: Future[tuple[list[ClaimedJob], list[tuple[ClaimedJob, Prepared]]]] | None = None
+        # Set when a database error may have left jobs leased to this worker that it is not working on.
+        self.needs_recovery = False
 
     @property
     def keeper(self) -> LeaseKeeper:
@@ -55,11 +59,31 @@ class Worker:
         return self._keeper
 
     def close(self) -> None:
-        self.release_ahead()
+        try:
+            self.release_ahead()
+            if self.needs_recovery:
+                self.recover()
+        except SQLAlchemyError as exc:
+            # Stopping while the database is away: the leases run out and the reaper requeues the jobs.
+            event(log, "batch.release_failed", logging.WARNING, error=first_line(exc))
         self._pool.shutdown(wait=True)
         if self._keeper is not None:
             self._keeper.close()
             self._keeper = None
+
+    def recover(self) -> int:
+        """After a database error: give back every job this worker holds a lease on.
+
+        The error may have left jobs claimed but unknown to the worker (a claim whose commit went through
+        without an answer), or known but abandoned mid-batch. Until they are given back the lease keeper
+        goes on renewing them, so they are neither lost nor counted as a crash; released, they go back to
+        the queue without using up an attempt, since the database, not the photo, was at fault.
+        """
+        self.release_ahead()
+        released = self.store.release(None)
+        self.keeper.clear()
+        self.needs_recovery = False
+        return released
 
     def run_batch(self) -> int:
         """Process one batch. Returns how many jobs it held (0: the queue is empty).
@@ -68,63 +92,76 @@ class Worker:
         this one, so the GPU does not wait for decoding, splitting and face detection.
         """
         self.last_progress = time.monotonic()
-        if self._ahead is not None:
-            jobs, prepared = self._ahead.result()
-            self._ahead = None
-        else:
-            jobs, prepared = self._claim_and_prepare()
+        jobs, prepared = self._take_ahead() if self._ahead is not None else self._claim_and_prepare()
         if not jobs:
             return 0
         beat = self.keeper
         self.current = {"job_ids": [j.id for j in jobs], "done": 0, "total": len(jobs)}
-        self.store.worker_status("processing", self.current)
         try:
+            self.store.worker_status("processing", self.current)
             if self.faces.model is not None and not self.stop.is_set():
                 self._ahead = self._pool.submit(self._claim_and_prepare)
             try:
                 self._gpu_stage([p for _, p in prepared])
             except Exception as exc:
+                if unavailable(exc):
+                    raise
                 for job, _ in prepared:
                     self._fail(job, beat, f"face restoration failed: {short_error(exc)}", permanent=False)
                 prepared = []
             for job, prep in prepared:
                 self._write(job, prep, beat)
                 self.last_progress = time.monotonic()
+        except BaseException:
+            # The batch's leases stay renewed until recover() gives its unfinished jobs back.
+            self.needs_recovery = True
+            raise
         finally:
-            for job in jobs:
-                beat.done(job.id)
             self.current = None
-            self.store.worker_status("idle")
+        for job in jobs:
+            beat.done(job.id)
+        self.store.worker_status("idle")
         return len(jobs)
+
+    def _take_ahead(self) -> tuple[list[ClaimedJob], list[tuple[ClaimedJob, Prepared]]]:
+        ahead, self._ahead = self._ahead, None  # taken even if it raised: its claims are recovered
+        return ([], []) if ahead is None else ahead.result()
 
     def _claim_and_prepare(self) -> tuple[list[ClaimedJob], list[tuple[ClaimedJob, Prepared]]]:
         """Claim a batch and run its CPU stages (jobs that fail here are recorded and dropped)."""
-        jobs = self.store.claim(self.config.batch_size, self.config.lease_s)
+        try:
+            jobs = self.store.claim(self.config.batch_size, self.config.lease_s)
+        except BaseException:
+            self.needs_recovery = True  # the claim may have committed without our hearing of it
+            raise
         if not jobs:
             return [], []
         event(log, "batch.claimed", jobs=len(jobs), ids=",".join(str(j.id) for j in jobs))
         beat = self.keeper
         beat.hold([j.id for j in jobs])
         prepared: list[tuple[ClaimedJob, Prepared]] = []
-        for n, job in enumerate(jobs):
-            if self.stop.is_set():
-                released = self.store.release([j.id for j in jobs[n:]])
-                for j in jobs[n:]:
-                    beat.done(j.id)
-                event(log, "batch.released", jobs=released, reason="shutting down")
-                break
-            prep = self._prepare(job, beat)
-            if prep is not None:
-                prepared.append((job, prep))
-            self.last_progress = time.monotonic()
+        try:
+            for n, job in enumerate(jobs):
+                if self.stop.is_set():
+                    released = self.store.release([j.id for j in jobs[n:]])
+                    for j in jobs[n:]:
+                        beat.done(j.id)
+                    event(log, "batch.released", jobs=released, reason="shutting down")
+                    break
+                prep = self._prepare(job, beat)
+                if prep is not None:
+                    prepared.append((job, prep))
+                self.last_progress = time.monotonic()
+        except BaseException:
+            self.needs_recovery = True
+            raise
         return jobs, prepared
 
     def release_ahead(self) -> None:
         """Shutdown: give back the batch prepared ahead, unprocessed (no attempt is counted)."""
         if self._ahead is None:
             return
-        jobs, prepared = self._ahead.result()
-        self._ahead = None
+        jobs, prepared = self._take_ahead()
         ids = [job.id for job, _ in prepared]
         released = self.store.release(ids)
         for job in jobs:
@@ -142,6 +179,8 @@ class Worker:
         except (ImageDecodeError, SourceGone) as exc:
             self._fail(job, beat, str(exc), permanent=True)
         except Exception as exc:
+            if unavailable(exc):
+                raise
             self._fail(job, beat, short_error(exc), permanent=False)
         return None
 
@@ -151,7 +190,7 @@ class Worker:
             return batch
         for prep in batch:
             if prep.job.job_id is not None:
-                self.store.set_progress(prep.job.job_id, "restoring faces (GPU)")
+                self._progress_of(prep.job.job_id, "restoring faces (GPU)")
         self.faces.run(batch, person_prompt=self.people.prompt_for())
         return batch
 
@@ -181,6 +220,8 @@ class Worker:
             self._fail(job, beat, str(exc), permanent=False)
             return
         except Exception as exc:
+            if unavailable(exc):
+                raise  # not the photo's fault: the job goes back to the queue without using an attempt
             self._fail(job, beat, short_error(exc), permanent=False)
             return
         if self.config.inbox_after == "delete":
@@ -264,7 +305,8 @@ class Worker:
                 event(log, "inbox.keep", logging.WARNING, job_id=job.id, path=rel, reason=str(exc))
 
     def _fail(self, job: ClaimedJob, beat: LeaseKeeper, error: str, permanent: bool) -> None:
-        beat.done(job.id)
+        # The lease is dropped only once the failure is recorded: if the database is away, the job stays
+        # renewed until recover() gives it back.
         try:
             if permanent:
                 self.store.fail_permanent(job.id, error)
@@ -280,10 +322,15 @@ class Worker:
                 event(log, "job.error", logging.WARNING, job_id=job.id, path=job.path, error=error, now=state)
         except LeaseLost:
             event(log, "job.lease_lost", logging.WARNING, job_id=job.id)
+        beat.done(job.id)
 
     def _progress(self, job: ClaimedJob, what: str) -> None:
+        self._progress_of(job.id, what)
+
+    def _progress_of(self, job_id: int, what: str) -> None:
+        # Progress is for `albumd status` only: a failed write must not stop the photo.
         try:
-            self.store.set_progress(job.id, what)
+            self.store.set_progress(job_id, what)
         except Exception as exc:
             event(log, "progress.failed", logging.DEBUG, error=str(exc))
 

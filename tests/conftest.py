@@ -31,6 +31,22 @@ def manifest() -> list[dict[str, str]]:
     return rows
 
 
+DAEMON_LOG_TAIL = 60
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """A failing test that ran the daemon shows the end of its logs: a CI run on another machine leaves
+    nothing else behind to find out why a photo did not arrive."""
+    report = yield
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.failed and report.when == "call" and isinstance(tmp, Path):
+        for log in sorted(tmp.rglob("daemon-*.log"))[-3:]:
+            lines = log.read_text(errors="replace").splitlines()[-DAEMON_LOG_TAIL:]
+            report.sections.append((f"daemon log {log.relative_to(tmp)} (last lines)", "\n".join(lines)))
+    return report
+
+
 @pytest.fixture(scope="session")
 def photos_dir() -> Path:
     assert PHOTOS.is_dir(), f"test photos not found at {PHOTOS} (the repo's parent must hold shared/)"
@@ -133,11 +149,20 @@ def audits(archive: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(archive.rglob("*.audit.json"))]
 
 
-def wait_for(predicate: Any, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Any,
+    timeout: float,
+    interval: float = 0.2,
+    what: str = "condition",
+    daemon: subprocess.Popen[str] | None = None,
+) -> Any:
+    """Poll ``predicate`` until it is true; with ``daemon``, fail at once if that process has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        if daemon is not None and daemon.poll() is not None:
+            raise AssertionError(f"the daemon exited ({daemon.returncode}) while waiting for {what}")
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")

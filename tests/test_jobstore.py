@@ -149,6 +149,20 @@ def test_release_returns_jobs_without_counting_an_attempt(db_url: str) -> None:
     assert all(s.get(i).attempts == 0 for i in ids)
 
 
+def test_release_all_gives_back_only_this_workers_running_jobs(db_url: str) -> None:
+    """After a database error a worker gives back every job leased to it, known to it or not; jobs of
+    other workers and finished jobs stay as they are."""
+    mine, other = make_store(db_url, worker="a"), make_store(db_url, worker="b")
+    add(mine, 5)
+    held = mine.claim(3, 30)
+    theirs = other.claim(1, 30)
+    mine.complete(held[0].id, "x.audit.json")
+    assert mine.release(None) == 2
+    assert [mine.get(j.id).state for j in held] == [JobState.DONE, JobState.QUEUED, JobState.QUEUED]
+    assert mine.get(theirs[0].id).state == JobState.RUNNING
+    assert all(mine.get(j.id).attempts == 0 and mine.get(j.id).crashes == 0 for j in held)
+
+
 def _claimer(url: str, name: str, ready: mp.Queue, start: Any, out: mp.Queue) -> None:
     store = make_store(url, worker=name)
     store.counts()  # connected before the start

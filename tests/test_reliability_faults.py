@@ -177,7 +177,9 @@ def test_postgres_connections_cut_mid_run_daemon_carries_on(folders: dict[str, P
             album.add_small(6, album=f"Batch {n}", seed=30 + n)
             time.sleep(1.0 + 0.4 * n)
             cuts += _kill_connections(pg_url) > 0
-        wait_for(lambda: len(audits(folders["archive"])) == 24, 180, what="every photo after the cuts")
+        wait_for(
+            lambda: len(audits(folders["archive"])) == 24, 180, what="every photo after the cuts", daemon=proc
+        )
         assert proc.poll() is None, "the daemon exited when its PostgreSQL connections were cut"
         assert stop(proc) == 0
     finally:
@@ -185,6 +187,59 @@ def test_postgres_connections_cut_mid_run_daemon_carries_on(folders: dict[str, P
     print(f"PostgreSQL connection cuts survived: {cuts}")
     assert cuts >= 3
     check_invariants(album, pg_url)
+
+
+DB_CUTS = """
+import albumd.daemon.jobstore as _js
+from sqlalchemy.exc import OperationalError
+_left = {"claim": 1, "processing": 1, "complete": 1}
+def _cut(where):
+    if _left[where]:
+        _left[where] -= 1
+        raise OperationalError(f"injected cut at {where}", {}, ConnectionError("connection cut by the test"))
+_claim, _status, _complete = _js.JobStore.claim, _js.JobStore.worker_status, _js.JobStore.complete
+def claim(self, limit, lease_s):
+    claimed = _claim(self, limit, lease_s)
+    if claimed:
+        _cut("claim")  # committed, but the answer never reached the worker
+    return claimed
+def worker_status(self, state, *args, **kwargs):
+    if state == "processing":
+        _cut("processing")
+    return _status(self, state, *args, **kwargs)
+def complete(self, job_id, audit_path):
+    _cut("complete")  # the archive is written, the database is gone before it hears of it
+    return _complete(self, job_id, audit_path)
+_js.JobStore.claim, _js.JobStore.worker_status, _js.JobStore.complete = claim, worker_status, complete
+"""
+
+
+def test_database_errors_mid_batch_give_the_jobs_back_at_once_without_charging_the_photos(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """A connection lost at three places of a batch (a claim that committed unheard, the batch start, the
+    completion after the archive write). Each time the worker gives every job it holds back to the queue
+    as soon as the database answers: not after the lease runs out (60 s here), not as a crash, and
+    without using up one of the photo's attempts."""
+    env = sitecustomize(tmp_path / "cuts", DB_CUTS)
+    album = Album(folders)
+    album.add_small(4, album="Cuts", seed=50)
+    config = write_config(folders, batch_size=2, lease_s=60, watcher={"stable_s": 0.3})
+    proc = start_daemon(config, env=env)
+    try:
+        wait_ready(config)
+        wait_for(
+            lambda: len(audits(folders["archive"])) == 4, 45, what="every photo despite the cuts", daemon=proc
+        )
+        assert proc.poll() is None
+        assert stop(proc) == 0
+    finally:
+        stop(proc)
+    assert len(log_lines(config.parent, r"worker\.db_error .*connection cut by the test")) == 3
+    assert len(log_lines(config.parent, r"worker\.recovered released=[1-9]")) == 3
+    rows = jobs(db_url_of(folders))
+    assert [(r["state"], r["attempts"], r["crashes"]) for r in rows] == [("done", 0, 0)] * 4
+    check_invariants(album, db_url_of(folders))
 
 
 @pytest.mark.slow
