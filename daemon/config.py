@@ -97,6 +97,13 @@ class Config(_Strict):
     )
     processing_window: str | None = Field(None, description='e.g. "22:00-06:00"; none: work at any time')
     batch_size: int = Field(8, ge=1, le=256, description="photos claimed together by a worker")
+    prepare_processes: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="processes running a batch's CPU stages (decode, tone, defects, face detection) in "
+        "parallel; 1: in the worker itself; none: one per core but one, at most 4",
+    )
     lease_s: float = Field(
         600.0, ge=5, description="a claimed job returns to the queue this long after the last heartbeat"
     )

@@ -6,7 +6,6 @@ at once, then each photo is written. Errors are per photo: one bad file never fa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,7 +26,8 @@ from .jobstore import ClaimedJob, JobStore, LeaseLost
 from .leases import LeaseKeeper
 from .logs import event, first_line
 from .people import PeopleStore
-from .process import PhotoJob, Prepared, prepare, short_error, write
+from .prepare_pool import Cancelled, PrepareCrashed, PreparePool, SourceGone
+from .process import Prepared, short_error, write
 
 log = logging.getLogger("albumd.worker")
 
@@ -47,6 +47,7 @@ class Worker:
         self.current: dict[str, Any] | None = None
         self._keeper: LeaseKeeper | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="albumd-prepare")
+        self.preparer = PreparePool(config)
         self._ahead: Future[tuple[list[ClaimedJob], list[tuple[ClaimedJob, Prepared]]]] | None = None
         # Set when a database error may have left jobs leased to this worker that it is not working on.
         self.needs_recovery = False
@@ -67,6 +68,7 @@ class Worker:
             # Stopping while the database is away: the leases run out and the reaper requeues the jobs.
             event(log, "batch.release_failed", logging.WARNING, error=first_line(exc))
         self._pool.shutdown(wait=True)
+        self.preparer.close()
         if self._keeper is not None:
             self._keeper.close()
             self._keeper = None
@@ -139,23 +141,42 @@ class Worker:
         event(log, "batch.claimed", jobs=len(jobs), ids=",".join(str(j.id) for j in jobs))
         beat = self.keeper
         beat.hold([j.id for j in jobs])
-        prepared: list[tuple[ClaimedJob, Prepared]] = []
         try:
-            for n, job in enumerate(jobs):
-                if self.stop.is_set():
-                    released = self.store.release([j.id for j in jobs[n:]])
-                    for j in jobs[n:]:
-                        beat.done(j.id)
-                    event(log, "batch.released", jobs=released, reason="shutting down")
-                    break
-                prep = self._prepare(job, beat)
-                if prep is not None:
-                    prepared.append((job, prep))
-                self.last_progress = time.monotonic()
+            prepared = self._prepare_all(jobs, beat)
         except BaseException:
             self.needs_recovery = True
             raise
         return jobs, prepared
+
+    def _prepare_all(self, jobs: list[ClaimedJob], beat: LeaseKeeper) -> list[tuple[ClaimedJob, Prepared]]:
+        """Read each photo and run the CPU stages of all of them (in parallel with prepare_processes)."""
+        for job in jobs:
+            self._progress(job, "cpu stages")
+
+        def finished(_i: int) -> None:
+            self.last_progress = time.monotonic()
+
+        results = self.preparer.run(jobs, self.stop, on_done=finished)
+        prepared: list[tuple[ClaimedJob, Prepared]] = []
+        cancelled: list[ClaimedJob] = []
+        for job, result in zip(jobs, results, strict=True):
+            if isinstance(result, Prepared):
+                prepared.append((job, result))
+            elif isinstance(result, Cancelled):
+                cancelled.append(job)
+            elif isinstance(result, (ImageDecodeError, SourceGone)):
+                self._fail(job, beat, str(result), permanent=True)
+            elif isinstance(result, PrepareCrashed):
+                # Transient: a process can also die of memory the other photos took at the time.
+                self._fail(job, beat, str(result), permanent=False)
+            else:
+                self._fail(job, beat, short_error(result), permanent=False)
+        if cancelled:
+            released = self.store.release([j.id for j in cancelled])
+            for j in cancelled:
+                beat.done(j.id)
+            event(log, "batch.released", jobs=released, reason="shutting down")
+        return prepared
 
     def release_ahead(self) -> None:
         """Shutdown: give back the batch prepared ahead, unprocessed (no attempt is counted)."""
@@ -168,21 +189,6 @@ class Worker:
             self.keeper.done(job.id)
         if released:
             event(log, "batch.released", jobs=released, reason="shutting down")
-
-    def _prepare(self, job: ClaimedJob, beat: LeaseKeeper) -> Prepared | None:
-        self._progress(job, "decode")
-        try:
-            data, rel = self._read(job)
-            photo_job = PhotoJob(data, rel, job.album, job.archive_key, job.id, job.sha256)
-            self._progress(job, "cpu stages")
-            return prepare(photo_job, self.config)
-        except (ImageDecodeError, SourceGone) as exc:
-            self._fail(job, beat, str(exc), permanent=True)
-        except Exception as exc:
-            if unavailable(exc):
-                raise
-            self._fail(job, beat, short_error(exc), permanent=False)
-        return None
 
     def _gpu_stage(self, batch: list[Prepared]) -> list[Prepared]:
         """Restore the faces of the whole batch together; a failure here retries the batch's jobs."""
@@ -264,23 +270,6 @@ class Worker:
             for face in p.faces:
                 face["person_id"] = assigned.get((p.index, face["index"]))
 
-    def _read(self, job: ClaimedJob) -> tuple[bytes, str]:
-        """The job's bytes from any inbox path that still holds exactly them."""
-        problems = []
-        for rel in job.sources or [job.path]:
-            try:
-                data = self.inbox.read(rel)
-            except InboxReadError as exc:
-                problems.append(str(exc))
-                continue
-            if hashlib.sha256(data).hexdigest() == job.sha256:
-                return data, rel
-            problems.append(f"{rel}: content changed since it was queued")
-        raise SourceGone(
-            "the photo is no longer in the inbox as it was queued (" + "; ".join(problems) + "); "
-            "if it was replaced, the new file is queued as its own job"
-        )
-
     def _delete_sources(self, job: ClaimedJob, prep: Prepared) -> None:
         key = prep.job.archive_key
         ext = os.path.splitext(prep.job.rel_path)[1].lower() or ".bin"
@@ -333,7 +322,3 @@ class Worker:
             self.store.set_progress(job_id, what)
         except Exception as exc:
             event(log, "progress.failed", logging.DEBUG, error=str(exc))
-
-
-class SourceGone(Exception):
-    """No inbox path holds the job's bytes any more (deleted or replaced before processing)."""
