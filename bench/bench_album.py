@@ -2,6 +2,7 @@
 
     python bench/bench_album.py [--quick] [--photos 40] [--long-side 1500]    # one album -> cpu-album.json
     python bench/bench_album.py --scaling [--quick]                           # -> cpu-album-scaling.json/.png
+    python bench/bench_album.py --processes 1,2 [--photos 24]                 # -> cpu-album-processes.json
 
 The album is made from scikit-image's sample photographs (astronaut, camera man, cat, coffee, rocket),
 each aged once by ``albumd.pipeline.degrade.age_photo`` at 2000 px (cached in ``--cache``), then cut
@@ -178,6 +179,7 @@ def run_once(
     long_side: int,
     faces: bool = True,
     faces_per_photo: int | None = None,
+    config_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Make the album, run the daemon once over it, and take its audit records apart. With
     ``faces_per_photo`` the album is :func:`make_face_album`'s (that many faces on every scan)."""
@@ -191,6 +193,7 @@ def run_once(
         nbytes = make_face_album(folders["inbox"], n, long_side, faces_per_photo)
     config_path = base / "config.yaml"
     extra: dict[str, Any] = {} if faces else {"pipeline": {"faces": {"enabled": False}}}
+    extra.update(config_extra or {})
     config_path.write_text(yaml.safe_dump(config_dict(folders, None, log_level="WARNING", **extra)))
     c0 = os.times()
     t0 = time.perf_counter()
@@ -355,6 +358,29 @@ def main_album(args: argparse.Namespace, work: Path) -> None:
     path = write_result("album", settings, {"empty_inbox": empty, "album": res}, args.out, args.quick, work)
     print("wrote", path)
     _plot_album(res, args.out / f"cpu-album{'-quick' if args.quick else ''}.png")
+
+
+def main_processes(args: argparse.Namespace, work: Path) -> None:
+    """The same album with each ``prepare_processes`` value, in one run: speed-up against the first."""
+    n = args.photos or (6 if args.quick else 24)
+    bases = aged_bases(args.cache)
+    values = [int(v) for v in args.processes.split(",")]
+    runs = []
+    for k in values:
+        r = run_once(
+            work / f"p{k}", bases, n, args.long_side, not args.no_faces, config_extra={"prepare_processes": k}
+        )
+        shutil.rmtree(work / f"p{k}", ignore_errors=True)
+        r["prepare_processes"] = k
+        r["speedup_vs_first"] = round(runs[0]["wall_s"] / r["wall_s"], 3) if runs else 1.0
+        runs.append(r)
+        speed = f"x{r['speedup_vs_first']} vs {values[0]}"
+        print(f"prepare_processes {k}: {r['wall_s']} s wall, {r['photos_per_min']} photos/min, {speed}, "
+              f"daemon CPU {r['daemon_cpu_s']} s", flush=True)  # fmt: skip
+    settings = {"quick": args.quick, "photos": n, "long_side": args.long_side, "processes": values,
+                "faces_enabled": not args.no_faces, "cpu_count": os.cpu_count()}  # fmt: skip
+    path = write_result("album-processes", settings, {"runs": runs}, args.out, args.quick, work)
+    print("wrote", path)
 
 
 def _ordered(names: Any) -> list[str]:
@@ -554,12 +580,20 @@ def main(argv: list[str] | None = None) -> int:
         help="photos in the album (default 40; --quick 6; the full album: 200)",
     )
     ap.add_argument("--long-side", type=int, default=1500, help="scan size, long side in px")
+    ap.add_argument(
+        "--processes",
+        default=None,
+        help="e.g. 1,2: the album once per prepare_processes value instead (-> cpu-album-processes.json)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "albumd-bench-cache")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="albumd-bench-album-"))
     try:
-        (main_scaling if args.scaling else main_album)(args, work)
+        if args.processes:
+            main_processes(args, work)
+        else:
+            (main_scaling if args.scaling else main_album)(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
