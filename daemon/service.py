@@ -349,6 +349,7 @@ class Daemon:
             idle.clear()
         else:
             idle.set()
+            worker.preparer.close()  # nothing to prepare: give the processes' memory back
             # Written when the state changes and then only every IDLE_REFRESH_S, not every poll.
             worker.store.worker_status("paused" if problem else "idle", refresh_s=IDLE_REFRESH_S)
             worker.last_progress = time.monotonic()

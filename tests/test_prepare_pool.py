@@ -28,14 +28,17 @@ from reliability_helpers import (
     write_config,
 )
 
-# Kills the pool process preparing any photo whose name holds "crash", as a decoder crashing would.
+# Kills the pool process preparing any photo whose name holds "crash", as a decoder crashing would;
+# holds one whose name holds "slow" for two minutes.
 CRASH = """
-import os, signal
+import os, signal, time
 import albumd.daemon.prepare_pool as _pool
 _real = _pool.prepare
 def prepare(job, config):
     if "crash" in job.rel_path:
         os.kill(os.getpid(), signal.SIGKILL)
+    if "slow" in job.rel_path:
+        time.sleep(120)
     return _real(job, config)
 _pool.prepare = prepare
 """
@@ -156,31 +159,37 @@ def test_daemon_with_a_process_pool_archives_the_album_and_leaves_no_process_beh
     folders: dict[str, Path], tmp_path: Path
 ) -> None:
     """The real daemon with 2 prepare processes: every photo archived once, the photo that crashes its
-    process failed after its attempts with that reason; SIGKILLed, its pool processes leave too."""
+    process failed after its attempts with that reason; the pool ended once the queue is empty; SIGKILLed
+    in the middle of a batch, its pool processes leave too."""
     env = sitecustomize(tmp_path / "crash", CRASH)
     album = Album(folders)
-    album.add_small(6, album="Pool", seed=60)
-    crash = album.add("Pool/crash.png", png_bytes(61), expect=False)
     config = write_config(folders, prepare_processes=2, batch_size=4, max_attempts=2, retry_backoff_s=0.1)
+    url = db_url_of(folders)
     proc = start_daemon(config, env=env)
     try:
         wait_ready(config)
-        url = db_url_of(folders)
+        baseline = _children(proc.pid)  # the lease keeper (and multiprocessing's resource tracker)
+        album.add_small(6, album="Pool", seed=60)
+        crash = album.add("Pool/crash.png", png_bytes(61), expect=False)
         wait_for(
             lambda: sorted(j["state"] for j in jobs(url)) == ["done"] * 6 + ["failed"],
             120,
             what="6 photos done and the crashing one failed",
             daemon=proc,
         )
+        wait_for(lambda: _children(proc.pid) == baseline, 15, what="the pool to end once the queue is empty")
+        check_invariants(album, url)
+        slow = album.add("Pool/slow.png", png_bytes(62), expect=False)
+        # One photo: the executor starts one process for it.
+        wait_for(lambda: len(_children(proc.pid) - baseline) == 1, 60, what="the pool to start again")
+        wait_for(lambda: any(j["state"] == "running" for j in jobs(url)), 30, what="the slow photo's claim")
         children = _children(proc.pid)
-        assert len(children) >= 3, children  # the lease keeper and two pool processes
         proc.kill()
         proc.wait(timeout=30)
-        wait_for(lambda: not any(_alive(c) for c in children), 15, what="the pool processes to exit")
+        wait_for(lambda: not any(_alive(c) for c in children), 15, what="every child process to exit")
     finally:
         stop(proc)
     failed = [j for j in jobs(url) if j["state"] == "failed"]
     assert [j["path"] for j in failed] == ["Pool/crash.png"]
     assert "the process preparing this photo died" in failed[0]["error"]
-    check_invariants(album, url)
-    assert crash.exists()
+    assert crash.exists() and slow.exists()
