@@ -108,8 +108,7 @@ class PreparePool:
         for i in broken:
             # Alone in a fresh pool: a photo that kills its process again is the one at fault. (A batch
             # of one has already run alone.)
-            alone = broken if len(jobs) == 1 else self._run_pooled([i], jobs, stop, on_done, results)
-            if alone:
+            if len(jobs) == 1 or self._run_pooled([i], jobs, stop, on_done, results):
                 results[i] = PrepareCrashed(
                     "the process preparing this photo died (a decoder or detector crashed on it, or the "
                     "system ran out of memory); the other photos of its batch were prepared"

@@ -133,20 +133,16 @@ class Worker:
         """Claim a batch and run its CPU stages (jobs that fail here are recorded and dropped)."""
         try:
             jobs = self.store.claim(self.config.batch_size, self.config.lease_s)
+            if not jobs:
+                return [], []
+            event(log, "batch.claimed", jobs=len(jobs), ids=",".join(str(j.id) for j in jobs))
+            beat = self.keeper
+            beat.hold([j.id for j in jobs])
+            return jobs, self._prepare_all(jobs, beat)
         except BaseException:
-            self.needs_recovery = True  # the claim may have committed without our hearing of it
-            raise
-        if not jobs:
-            return [], []
-        event(log, "batch.claimed", jobs=len(jobs), ids=",".join(str(j.id) for j in jobs))
-        beat = self.keeper
-        beat.hold([j.id for j in jobs])
-        try:
-            prepared = self._prepare_all(jobs, beat)
-        except BaseException:
+            # Even a claim that raised may have committed without our hearing of it.
             self.needs_recovery = True
             raise
-        return jobs, prepared
 
     def _prepare_all(self, jobs: list[ClaimedJob], beat: LeaseKeeper) -> list[tuple[ClaimedJob, Prepared]]:
         """Read each photo and run the CPU stages of all of them (in parallel with prepare_processes)."""
@@ -171,20 +167,22 @@ class Worker:
                 self._fail(job, beat, str(result), permanent=False)
             else:
                 self._fail(job, beat, short_error(result), permanent=False)
-        if cancelled:
-            released = self.store.release([j.id for j in cancelled])
-            for j in cancelled:
-                beat.done(j.id)
-            event(log, "batch.released", jobs=released, reason="shutting down")
+        self._give_back(cancelled)
         return prepared
 
     def release_ahead(self) -> None:
         """Shutdown: give back the batch prepared ahead, unprocessed (no attempt is counted)."""
         if self._ahead is None:
             return
-        jobs, prepared = self._take_ahead()
-        ids = [job.id for job, _ in prepared]
-        released = self.store.release(ids)
+        jobs, _prepared = self._take_ahead()
+        self._give_back(jobs)
+
+    def _give_back(self, jobs: list[ClaimedJob]) -> None:
+        """Return claimed jobs to the queue unprocessed (shutting down); those this worker already
+        finished or failed, or no longer holds, are left as they are."""
+        if not jobs:
+            return
+        released = self.store.release([j.id for j in jobs])
         for job in jobs:
             self.keeper.done(job.id)
         if released:

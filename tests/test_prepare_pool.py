@@ -135,24 +135,27 @@ def test_a_photo_that_kills_its_process_fails_alone(
     assert isinstance(again[0], Prepared)
 
 
+def _stat(path: Path) -> list[str]:
+    """The fields of a /proc/<pid>/stat after the command name (state is [0], parent pid [1])."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
 def _children(pid: int) -> set[int]:
     out = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(_stat(stat)[1]) == pid:
+                out.add(int(stat.parent.name))
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            out.add(int(stat.parent.name))
     return out
 
 
 def _alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return _stat(Path(f"/proc/{pid}/stat"))[0] != "Z"
     except OSError:
         return False
-    return state != "Z"
 
 
 def test_daemon_with_a_process_pool_archives_the_album_and_leaves_no_process_behind(
